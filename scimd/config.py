@@ -25,6 +25,7 @@ class Config:
     base_url: str = "http://localhost:8080"
     cors_origins: tuple[str, ...] = ("http://localhost:3000", "http://localhost:5173")
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    file_tokens: tuple[str, ...] = field(default=(), repr=False)
     token_file: Path | None = None
     data_dir: Path = Path("./data")
     looking_glass: bool = True
@@ -52,7 +53,7 @@ class Config:
         shown: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "api_tokens":
+            if f.name in ("api_tokens", "file_tokens"):
                 value = [f"***({len(t)} chars)" for t in value]
             elif isinstance(value, (Path, tuple)):
                 value = str(value) if isinstance(value, Path) else list(value)
@@ -159,12 +160,11 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         if name in env and env[name].strip() != "":
             values[attr] = _parse(name, env[name], parser)
     token = env.get("SCIM_API_TOKEN", "").strip()
-    tokens: tuple[str, ...] = (token,) if token else ()
+    values["api_tokens"] = (token,) if token else ()
     if env.get("SCIM_API_TOKEN_FILE", "").strip():
         token_file = Path(env["SCIM_API_TOKEN_FILE"].strip())
-        tokens += read_token_file(token_file)
+        values["file_tokens"] = read_token_file(token_file)
         values["token_file"] = token_file
-    values["api_tokens"] = tokens
     return Config(**values)  # type: ignore[arg-type]
 
 

@@ -1,0 +1,417 @@
+"""SQLite storage: connections, PRAGMAs, migrations, transactions and every SQL statement
+except those the filter compiler (scimd/sql.py) builds.
+
+One writer at a time (a lock around `BEGIN IMMEDIATE`, pitfalls: SQLite), readers on
+per-thread connections, WAL with synchronous=FULL so a commit acknowledged with 2xx survives
+`kill -9` and power loss. A UNIQUE index decides uniqueness races, never SELECT-then-INSERT.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import orjson
+
+from scimd import errors
+from scimd.schema import GROUP_TYPE, ResourceType, fold_case, now
+
+SCHEMA_VERSION_KEY = "user_version"
+BUSY_TIMEOUT_MS = 10_000
+
+# Each migration is applied in one transaction together with its PRAGMA user_version bump.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE resources (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL CHECK (type IN ('User', 'Group')),
+            name_key TEXT NOT NULL,
+            external_id TEXT,
+            display TEXT NOT NULL,
+            doc TEXT NOT NULL,
+            secret TEXT,
+            version INTEGER NOT NULL,
+            created TEXT NOT NULL,
+            last_modified TEXT NOT NULL
+        )""",
+        # name_key: the case-folded userName (Users) or displayName (Groups), unique per type.
+        "CREATE UNIQUE INDEX resources_name_key ON resources (type, name_key)",
+        "CREATE INDEX resources_external_id ON resources (type, external_id)",
+        "CREATE INDEX resources_last_modified ON resources (type, last_modified)",
+        """CREATE TABLE members (
+            group_id TEXT NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
+            member_id TEXT NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
+            PRIMARY KEY (group_id, member_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX members_by_member ON members (member_id, group_id)",
+        "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
+    (
+        # Indexed keys of multi-valued sub-attributes (emails.value) so `emails.value eq` and
+        # Entra's `emails[type eq "work"].value eq` are index lookups at a million users.
+        """CREATE TABLE value_keys (
+            attr TEXT NOT NULL,
+            key TEXT NOT NULL,
+            resource_id TEXT NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
+            PRIMARY KEY (attr, key, resource_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX value_keys_by_resource ON value_keys (resource_id)",
+        """INSERT OR IGNORE INTO value_keys (attr, key, resource_id)
+           SELECT 'emails.value', scim_fold(json_extract(e.value, '$.value')), r.id
+           FROM resources AS r, json_each(r.doc, '$.emails') AS e
+           WHERE r.type = 'User' AND json_extract(e.value, '$.value') IS NOT NULL""",
+    ),
+)
+
+# Multi-valued sub-attributes kept in value_keys, per resource type.
+INDEXED_VALUES: dict[str, tuple[tuple[str, str], ...]] = {"User": (("emails", "value"),), "Group": ()}
+
+
+class StorageError(Exception):
+    """The database cannot be used (newer schema, unreadable file, I/O error)."""
+
+
+@dataclass(slots=True)
+class Row:
+    """A stored resource: its attributes document and the server-managed columns."""
+
+    id: str
+    type: str
+    doc: dict[str, Any]
+    version: int
+    created: str
+    last_modified: str
+    secret: str | None = None
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRef:
+    """A membership edge as rendered: the other side's id, resource type and display name."""
+
+    id: str
+    type: str
+    display: str
+
+
+def _fold_sql(value: object) -> object:
+    return fold_case(value) if isinstance(value, str) else value
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA synchronous = FULL")
+    # Deterministic, so SQLite may use it in expressions; queries only, never in indexes, so
+    # other tools can still open the file (pitfalls: SQLite).
+    conn.create_function("scim_fold", 1, _fold_sql, deterministic=True)
+    return conn
+
+
+def _row(record: Sequence[Any]) -> Row:
+    rid, rtype, doc, version, created, modified, secret = record
+    return Row(rid, rtype, orjson.loads(doc), version, created, modified, secret)
+
+
+ROW_COLUMNS = "r.id, r.type, r.doc, r.version, r.created, r.last_modified, r.secret"
+
+
+class Store:
+    """The database file: one writer connection behind a lock, one reader connection per thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        try:
+            self._writer = _connect(path)
+            self._writer.execute("PRAGMA journal_mode = WAL")
+            migrate(self._writer)
+            self.cursor_key = self._setting("cursor_key", lambda: secrets.token_hex(32))
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open database {path}: {exc}") from exc
+
+    # -- connections and transactions ------------------------------------------------------
+
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read connection (WAL: readers never block the writer)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise StorageError("the store is closed")
+            conn = _connect(self.path)
+            conn.execute("PRAGMA query_only = 1")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction, so the count and the page of a list come from one snapshot."""
+        conn = self.reader()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        """One write transaction: BEGIN IMMEDIATE under the writer lock, COMMIT or ROLLBACK."""
+        with self._write_lock:
+            if self._closed:
+                raise StorageError("the store is closed")
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Tx(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection; the WAL is checkpointed by the last close."""
+        with self._write_lock:
+            self._closed = True
+            with self._readers_lock:
+                for conn in self._readers:
+                    conn.close()
+                self._readers.clear()
+            self._writer.close()
+
+    def ping(self) -> None:
+        """A real round trip for /health: raises StorageError when the database fails."""
+        try:
+            self.reader().execute("SELECT count(*) FROM settings").fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(str(exc)) from exc
+
+    def _setting(self, name: str, default: Any) -> str:
+        with self.write() as tx:
+            row = tx.conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+            if row:
+                return str(row[0])
+            value = default()
+            tx.conn.execute("INSERT INTO settings (name, value) VALUES (?, ?)", (name, value))
+            return str(value)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, rtype: ResourceType, rid: str) -> Row | None:
+        return get_row(self.reader(), rtype, rid)
+
+    def memberships(self, rtype: ResourceType, ids: Sequence[str]) -> dict[str, list[MemberRef]]:
+        return load_memberships(self.reader(), rtype, ids)
+
+    def counts(self) -> dict[str, int]:
+        conn = self.reader()
+        users, active = conn.execute(
+            "SELECT count(*), coalesce(sum(json_extract(doc, '$.active') IS NOT 0), 0) FROM resources WHERE type = 'User'"
+        ).fetchone()
+        groups = conn.execute("SELECT count(*) FROM resources WHERE type = 'Group'").fetchone()[0]
+        edges = conn.execute("SELECT count(*) FROM members").fetchone()[0]
+        return {"users": users, "active_users": active, "groups": groups, "memberships": edges}
+
+    def backup(self, target: Path) -> None:
+        """A consistent online copy through the SQLite backup API, while the daemon serves."""
+        with sqlite3.connect(target) as dest:
+            self.reader().backup(dest)
+        dest.close()
+
+
+def get_row(conn: sqlite3.Connection, rtype: ResourceType, rid: str) -> Row | None:
+    record = conn.execute(f"SELECT {ROW_COLUMNS} FROM resources AS r WHERE r.id = ? AND r.type = ?",
+                          (rid, rtype.name)).fetchone()
+    return _row(record) if record else None
+
+
+def rows_from(cursor: Iterable[Sequence[Any]]) -> list[Row]:
+    return [_row(record) for record in cursor]
+
+
+def load_memberships(conn: sqlite3.Connection, rtype: ResourceType, ids: Sequence[str]) -> dict[str, list[MemberRef]]:
+    """Group members (for Groups) or the groups a user belongs to (for Users), for many ids at once."""
+    result: dict[str, list[MemberRef]] = {rid: [] for rid in ids}
+    if not ids:
+        return result
+    marks = ",".join("?" * len(ids))
+    if rtype is GROUP_TYPE:
+        sql = (f"SELECT m.group_id, t.id, t.type, t.display FROM members AS m JOIN resources AS t ON t.id = m.member_id "
+               f"WHERE m.group_id IN ({marks}) ORDER BY m.group_id, t.id")
+    else:
+        sql = (f"SELECT m.member_id, g.id, g.type, g.display FROM members AS m JOIN resources AS g ON g.id = m.group_id "
+               f"WHERE m.member_id IN ({marks}) ORDER BY m.member_id, g.id")
+    for owner, other, other_type, display in conn.execute(sql, tuple(ids)):
+        result[owner].append(MemberRef(other, other_type, display))
+    return result
+
+
+def _columns(rtype: ResourceType, doc: dict[str, Any]) -> tuple[str, str | None, str]:
+    """name_key, external_id and display, derived from the document (never stored twice by hand)."""
+    if rtype is GROUP_TYPE:
+        name = doc["displayName"]
+        return fold_case(name), doc.get("externalId"), name
+    return fold_case(doc["userName"]), doc.get("externalId"), doc.get("displayName") or doc["userName"]
+
+
+def _dump(doc: dict[str, Any]) -> str:
+    return orjson.dumps(doc).decode()
+
+
+class Tx:
+    """Statements that run inside one write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested unit (one Bulk operation): rolled back alone on error (RFC 7644 §3.7)."""
+        self.conn.execute("SAVEPOINT op")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK TO op")
+            self.conn.execute("RELEASE op")
+            raise
+        self.conn.execute("RELEASE op")
+
+    def get(self, rtype: ResourceType, rid: str) -> Row | None:
+        return get_row(self.conn, rtype, rid)
+
+    def memberships(self, rtype: ResourceType, ids: Sequence[str]) -> dict[str, list[MemberRef]]:
+        return load_memberships(self.conn, rtype, ids)
+
+    def insert(self, rtype: ResourceType, rid: str, doc: dict[str, Any], secret: str | None) -> Row:
+        stamp = now()
+        name_key, external_id, display = _columns(rtype, doc)
+        try:
+            self.conn.execute(
+                "INSERT INTO resources (id, type, name_key, external_id, display, doc, secret, version, created, "
+                "last_modified) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+                (rid, rtype.name, name_key, external_id, display, _dump(doc), secret, stamp, stamp))
+        except sqlite3.IntegrityError as exc:
+            raise _uniqueness(rtype) from exc
+        self._index_values(rtype, rid, doc)
+        return Row(rid, rtype.name, doc, 1, stamp, stamp, secret)
+
+    def update(self, rtype: ResourceType, row: Row, doc: dict[str, Any], secret: str | None) -> Row:
+        """Write a new document; the version moves only because something changed."""
+        stamp = now()
+        name_key, external_id, display = _columns(rtype, doc)
+        try:
+            self.conn.execute(
+                "UPDATE resources SET name_key = ?, external_id = ?, display = ?, doc = ?, secret = ?, "
+                "version = version + 1, last_modified = ? WHERE id = ?",
+                (name_key, external_id, display, _dump(doc), secret, stamp, row.id))
+        except sqlite3.IntegrityError as exc:
+            raise _uniqueness(rtype) from exc
+        self.conn.execute("DELETE FROM value_keys WHERE resource_id = ?", (row.id,))
+        self._index_values(rtype, row.id, doc)
+        return Row(row.id, row.type, doc, row.version + 1, row.created, stamp, secret)
+
+    def touch(self, row: Row) -> Row:
+        """Bump version and lastModified when only memberships changed."""
+        stamp = now()
+        self.conn.execute("UPDATE resources SET version = version + 1, last_modified = ? WHERE id = ?", (stamp, row.id))
+        return Row(row.id, row.type, row.doc, row.version + 1, row.created, stamp, row.secret)
+
+    def delete(self, rid: str) -> None:
+        """Memberships and value keys go with it (ON DELETE CASCADE), in the same transaction."""
+        self.conn.execute("DELETE FROM resources WHERE id = ?", (rid,))
+
+    def _index_values(self, rtype: ResourceType, rid: str, doc: dict[str, Any]) -> None:
+        keys = {(f"{attr}.{sub}", fold_case(element[sub]))
+                for attr, sub in INDEXED_VALUES[rtype.name]
+                for element in doc.get(attr, ())
+                if isinstance(element.get(sub), str)}
+        self.conn.executemany("INSERT OR IGNORE INTO value_keys (attr, key, resource_id) VALUES (?, ?, ?)",
+                              [(attr, key, rid) for attr, key in keys])
+
+    # -- membership: every change costs O(changed members), never O(group size) -------------
+
+    def member_types(self, ids: Iterable[str]) -> dict[str, str]:
+        """The resource type of each id that exists (Users and Groups may both be members)."""
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(self.conn.execute(f"SELECT id, type FROM resources WHERE id IN ({marks})", chunk).fetchall())
+        return found
+
+    def add_members(self, group_id: str, ids: Iterable[str]) -> int:
+        before = self.conn.total_changes
+        self.conn.executemany("INSERT OR IGNORE INTO members (group_id, member_id) VALUES (?, ?)",
+                              [(group_id, mid) for mid in ids])
+        return self.conn.total_changes - before
+
+    def remove_members(self, group_id: str, ids: Iterable[str]) -> int:
+        before = self.conn.total_changes
+        self.conn.executemany("DELETE FROM members WHERE group_id = ? AND member_id = ?",
+                              [(group_id, mid) for mid in ids])
+        return self.conn.total_changes - before
+
+    def has_members(self, group_id: str, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` are members already: a primary-key probe per id."""
+        present: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            present.update(mid for (mid,) in self.conn.execute(
+                f"SELECT member_id FROM members WHERE group_id = ? AND member_id IN ({marks})", [group_id, *chunk]))
+        return present
+
+    def member_ids(self, group_id: str) -> list[str]:
+        return [mid for (mid,) in self.conn.execute(
+            "SELECT member_id FROM members WHERE group_id = ? ORDER BY member_id", (group_id,))]
+
+    def clear_members(self, group_id: str) -> int:
+        return self.conn.execute("DELETE FROM members WHERE group_id = ?", (group_id,)).rowcount
+
+    def would_cycle(self, group_id: str, member_ids: Sequence[str]) -> bool:
+        """True when adding these members would make the group contain itself (nested groups)."""
+        if group_id in member_ids:
+            return True
+        # Walk down from each new member; reaching group_id closes a loop.
+        sql = ("WITH RECURSIVE inside(id) AS (SELECT ? UNION SELECT m.member_id FROM members AS m "
+               "JOIN inside ON m.group_id = inside.id) SELECT 1 FROM inside WHERE id = ? LIMIT 1")
+        return any(self.conn.execute(sql, (mid, group_id)).fetchone() for mid in member_ids)
+
+
+def _uniqueness(rtype: ResourceType) -> errors.Uniqueness:
+    attr = "displayName" if rtype is GROUP_TYPE else "userName"
+    return errors.Uniqueness(f"{rtype.name} {attr} is already in use (compared case-insensitively).")
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the database to the newest schema, one transaction per version (PRAGMA user_version)."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > len(MIGRATIONS):
+        raise StorageError(
+            f"the database schema is version {current}, newer than this scimd understands ({len(MIGRATIONS)}): "
+            "upgrade scimd or restore a backup made by this version")
+    for version in range(current, len(MIGRATIONS)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")

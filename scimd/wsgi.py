@@ -1,0 +1,144 @@
+"""HTTP plumbing shared by the SCIM routes: request and response classes, JSON bodies, turning
+every error into a SCIM Error body, CORS, request ids and the access log.
+
+Only this module and scimd/app.py (and the Looking Glass's HTTP side) know about Werkzeug.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any, Iterable
+
+import orjson
+from werkzeug import exceptions as http_errors
+from werkzeug.wrappers import Request, Response
+
+from scimd import errors
+
+SCIM_JSON = "application/scim+json; charset=utf-8"
+_JSON_TYPES = ("application/scim+json", "application/json")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_SECRET_PARAMS = re.compile(r"(?i)(^|&)((?:access_)?token|ticket|password|api_key)=[^&]*")
+
+access_log = logging.getLogger("scimd.access")
+log = logging.getLogger("scimd")
+
+
+class ScimRequest(Request):
+    """A request whose JSON is read with orjson; the body size cap is set per app."""
+
+    max_content_length = 1_048_576
+
+    def scim_json(self) -> Any:
+        """The body as JSON, for application/scim+json or application/json (RFC 7644 §3.1)."""
+        mimetype = self.mimetype
+        if mimetype not in _JSON_TYPES:
+            raise errors.UnsupportedMediaType(
+                f"Content-Type {mimetype or '(none)'!r} is not supported: send application/scim+json.")
+        data = self.get_data(cache=True)
+        if not data.strip():
+            raise errors.InvalidSyntax("The request body is empty.")
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise errors.InvalidSyntax(f"The request body is not valid JSON: {exc.msg}.") from None
+
+
+def request_id(request: Request) -> str:
+    """The client's X-Request-Id when it is a safe token, else a fresh one."""
+    incoming = request.headers.get("X-Request-Id", "")
+    return incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+
+
+def json_response(body: Any, status: int = 200, content_type: str = SCIM_JSON,
+                  headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status=status, content_type=content_type, headers=headers)
+
+
+def empty_response(status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(b"", status=status, headers=headers)
+
+
+def error_response(error: errors.ScimError) -> Response:
+    if error.status == 304:
+        return empty_response(304, error.headers)
+    return json_response(error.to_json(), error.status, headers=error.headers)
+
+
+def from_http_exception(exc: http_errors.HTTPException) -> errors.ScimError:
+    """Routing and body-size errors from Werkzeug, as SCIM errors (RFC 7644 §3.12)."""
+    if isinstance(exc, http_errors.NotFound):
+        return errors.NotFound("No such endpoint.")
+    if isinstance(exc, http_errors.MethodNotAllowed):
+        allowed = ", ".join(sorted(exc.valid_methods or ()))
+        return errors.MethodNotAllowed(f"Method not allowed here; allowed: {allowed}.", headers={"Allow": allowed})
+    if isinstance(exc, http_errors.RequestEntityTooLarge):
+        return errors.PayloadTooLarge("The request body is larger than this server accepts.")
+    if isinstance(exc, http_errors.RequestHeaderFieldsTooLarge):
+        return errors.ScimError("Request header fields too large.")
+    error = errors.ScimError(exc.description or "Bad request.")
+    error.status = exc.code or 400
+    return error
+
+
+def internal_error(rid: str) -> errors.ScimError:
+    """A 500 that reveals nothing but the request id to look up in the log."""
+    return errors.InternalError(f"Internal server error; see the server log for request {rid}.")
+
+
+class Cors:
+    """CORS for the configured origins only (Fetch standard; exposed and allowed headers per the issue)."""
+
+    ALLOW_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, X-Request-Id"
+    EXPOSE_HEADERS = "ETag, Location, X-Request-Id, WWW-Authenticate"
+    ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+
+    def __init__(self, origins: Iterable[str]) -> None:
+        self.origins = frozenset(origins)
+
+    def allowed(self, request: Request) -> str | None:
+        origin = request.headers.get("Origin")
+        return origin if origin in self.origins else None
+
+    def is_preflight(self, request: Request) -> bool:
+        return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+
+    def preflight(self, request: Request) -> Response:
+        response = empty_response(204)
+        origin = self.allowed(request)
+        if origin:
+            response.headers.update({
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": self.ALLOW_METHODS,
+                "Access-Control-Allow-Headers": self.ALLOW_HEADERS,
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            })
+        return response
+
+    def decorate(self, request: Request, response: Response) -> None:
+        origin = self.allowed(request)
+        if origin:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = self.EXPOSE_HEADERS
+            response.headers.add("Vary", "Origin")
+
+
+def log_access(request: Request, response: Response, rid: str, started: float) -> None:
+    """One JSON line per request; never the Authorization header, never bodies."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    query = _SECRET_PARAMS.sub(r"\1\2=[redacted]", request.query_string.decode("latin-1"))
+    access_log.info(orjson.dumps({
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "request_id": rid,
+        "method": request.method,
+        "path": request.path + (f"?{query}" if query else ""),
+        "status": response.status_code,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "client": request.remote_addr,
+        "user_agent": request.user_agent.string,
+    }).decode())
