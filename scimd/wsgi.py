@@ -32,13 +32,21 @@ class ScimRequest(Request):
 
     max_content_length = 1_048_576
 
-    def scim_json(self) -> Any:
-        """The body as JSON, for application/scim+json or application/json (RFC 7644 §3.1)."""
+    def scim_json(self, limit: int | None = None) -> Any:
+        """The body as JSON, for application/scim+json or application/json (RFC 7644 §3.1).
+
+        A body over `limit` bytes is refused from its Content-Length, before it is read.
+        """
+        limit = limit or self.max_content_length
+        if self.content_length is not None and self.content_length > limit:
+            raise errors.PayloadTooLarge(f"The request body is larger than {limit} bytes.")
         mimetype = self.mimetype
         if mimetype not in _JSON_TYPES:
             raise errors.UnsupportedMediaType(
                 f"Content-Type {mimetype or '(none)'!r} is not supported: send application/scim+json.")
         data = self.get_data(cache=True)
+        if len(data) > limit:  # a chunked body has no Content-Length to check up front
+            raise errors.PayloadTooLarge(f"The request body is larger than {limit} bytes.")
         if not data.strip():
             raise errors.InvalidSyntax("The request body is empty.")
         try:
