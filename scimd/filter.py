@@ -171,7 +171,8 @@ class _Parser:
 
     def next(self) -> _Token:
         token = self.tokens[self.index]
-        self.index += token.kind != "end"
+        if token.kind != "end":
+            self.index += 1
         return token
 
     def keyword(self, word: str) -> bool:
@@ -183,8 +184,8 @@ class _Parser:
         return False
 
     def fail(self, expected: tuple[str, ...], token: _Token) -> NoReturn:
-        got = f"end of {self.what}" if token.kind == "end" else repr(token.text if len(token.text) <= 40
-                                                                      else token.text[:37] + "...")
+        text = token.text if len(token.text) <= 40 else f"{token.text[:37]}..."
+        got = f"end of {self.what}" if token.kind == "end" else repr(text)
         raise FilterError(f"expected {_alternatives(expected)}, got {got}", token.position)
 
     def expect_end(self, expected: tuple[str, ...]) -> None:
