@@ -35,6 +35,7 @@ class BulkOp:
     version: str | None
     data: Any
     needs: set[str] = field(default_factory=set)  # bulkIds this operation references
+    in_cycle: bool = False
 
 
 def run_bulk(directory: Directory, config: Config, body: Any) -> dict[str, Any]:
@@ -110,7 +111,9 @@ def _ordered(ops: list[BulkOp]) -> list[BulkOp]:
         ready = [op for op in pending if all(ref not in defined or defined[ref].index in done
                                              or defined[ref] is op for ref in op.needs)]
         if not ready:
-            order.extend(pending)  # a cycle: each of these will report 409
+            for op in pending:  # stuck: each waits on another, so each reports 409 (RFC 7644 §3.7.1)
+                op.in_cycle = True
+            order.extend(pending)
             break
         first = ready[0]
         order.append(first)
@@ -140,18 +143,20 @@ def _run_one(directory: Directory, tx: Any, op: BulkOp, created: dict[str, str],
 
 
 def _resolve(op: BulkOp, created: dict[str, str], failed: set[str]) -> tuple[Any, str]:
+    if op.in_cycle:
+        raise _conflict(f"The bulkId references of this operation form a cycle ({', '.join(sorted(op.needs))}); "
+                        "it cannot be ordered (RFC 7644 §3.7.1).")
     for ref in sorted(op.needs):
         if ref in failed:
             raise errors.InvalidValue(f"This operation references bulkId '{ref}', whose operation failed.")
         if ref not in created:
-            raise _unresolved(ref)
+            raise _conflict(f"bulkId '{ref}' cannot be resolved: no operation in this request creates it.")
     substitute = lambda text: _BULK_ID.sub(lambda m: created[m.group(1)], text)  # noqa: E731
     return _replace_refs(op.data, substitute), substitute(op.path)
 
 
-def _unresolved(ref: str) -> errors.ScimError:
-    error = errors.ScimError(f"bulkId '{ref}' cannot be resolved: no operation creates it, or the references form "
-                             "a cycle (RFC 7644 §3.7.1).")
+def _conflict(detail: str) -> errors.ScimError:
+    error = errors.ScimError(detail)
     error.status = 409
     return error
 
