@@ -15,7 +15,7 @@ from typing import Any
 
 from scimd import trace
 from scimd.filter import And, AttrPath, Compare, FilterError, Node, Not, Or, Present, ValuePath, to_text
-from scimd.match import check_comparison, implicit_value, resolve, resolve_relative
+from scimd.match import Resolved, check_comparison, implicit_value, resolve, resolve_relative
 from scimd.schema import (
     BINARY, BOOLEAN, COMMON, COMPLEX, DATETIME, GROUP_TYPE, REFERENCE, STRING, Attribute, ResourceType, Schema,
     fold_case,
@@ -59,10 +59,21 @@ def _folds(attr: Attribute) -> bool:
 class _Compiler:
     """Compiles one filter for one resource type; `params` collects the bound values in order."""
 
-    def __init__(self, rtype: ResourceType) -> None:
+    def __init__(self, rtype: ResourceType, unknown_is_false: bool = False) -> None:
         self.rtype = rtype
         self.params: list[Any] = []
         self._aliases = 0
+        # On /.search across types, `userName eq "x" or displayName eq "y"` must still find groups.
+        self.unknown_is_false = unknown_is_false
+
+    def resolve(self, path: AttrPath) -> Resolved | None:
+        """The path's attribute, or None when it is unknown and counts as false (root search)."""
+        try:
+            return resolve(self.rtype, path)
+        except FilterError:
+            if self.unknown_is_false:
+                return None
+            raise
 
     def alias(self, prefix: str) -> str:
         self._aliases += 1
@@ -89,7 +100,9 @@ class _Compiler:
     # -- attribute expressions at the top level -----------------------------------------------
 
     def attribute_expression(self, node: Compare | Present) -> str:
-        found = resolve(self.rtype, node.path)
+        found = self.resolve(node.path)
+        if found is None:
+            return "0"
         attr, sub = found.attr, found.sub
         if attr.name == "password":
             raise FilterError("'password' cannot be filtered on", node.path.position)
@@ -153,15 +166,19 @@ class _Compiler:
             raise FilterError(f"complex attribute '{attr.name}' cannot be compared: name one of its sub-attributes",
                               node.path.position)
         indexed = self._value_key_lookup(attr, leaf, node)
+        if indexed:
+            return indexed
         element = self.alias("e")
         condition = self._element_condition(node, leaf, f"json_extract({element}.value, '$.{leaf.name}')")
         exists = f"EXISTS (SELECT 1 FROM json_each(r.doc, '{array}') AS {element} WHERE {condition})"
         if isinstance(node, Compare) and node.value is None:
             return exists if node.op == "ne" else f"(NOT {exists})"
-        return indexed or exists
+        return exists
 
     def _element_condition(self, node: Compare | Present, leaf: Attribute, expr: str) -> str:
-        if isinstance(node, Present) or (isinstance(node, Compare) and node.value is None):
+        if isinstance(node, Compare):
+            check_comparison(leaf, node.op, node.value, node.path.position)  # `gt null` etc. are errors
+        if isinstance(node, Present) or node.value is None:
             return f"(coalesce({expr}, '') <> '')" if _is_text(leaf) else f"({expr} IS NOT NULL)"
         return self.scalar(node, leaf, expr, False, False)
 
@@ -208,7 +225,9 @@ class _Compiler:
     # -- value paths ---------------------------------------------------------------------------
 
     def value_path(self, path: AttrPath, inner: Node) -> str:
-        found = resolve(self.rtype, path)
+        found = self.resolve(path)
+        if found is None:
+            return "0"
         attr = found.attr
         if attr.type != COMPLEX:
             raise FilterError(f"'{attr.name}' is not a complex attribute", path.position)
@@ -252,6 +271,8 @@ class _Compiler:
             case Compare(path) | Present(path):
                 leaf = resolve_relative(parent, path)
                 expr = column(leaf)
+                if isinstance(node, Compare):
+                    check_comparison(leaf, node.op, node.value, path.position)
                 if isinstance(node, Present) or node.value is None:
                     present = f"(coalesce({expr}, '') <> '')" if _is_text(leaf) else f"({expr} IS NOT NULL)"
                     return f"(NOT {present})" if isinstance(node, Compare) and node.op == "eq" else present
@@ -261,9 +282,9 @@ class _Compiler:
         raise AssertionError(f"unknown filter node {node!r}")
 
 
-def compile_filter(rtype: ResourceType, node: Node) -> Compiled:
+def compile_filter(rtype: ResourceType, node: Node, unknown_is_false: bool = False) -> Compiled:
     """The WHERE condition (for alias `r`) of a filter on one resource type; raises FilterError."""
-    compiler = _Compiler(rtype)
+    compiler = _Compiler(rtype, unknown_is_false)
     return Compiled(compiler.node(node), compiler.params)
 
 
@@ -334,21 +355,25 @@ def find(conn: sqlite3.Connection, rtypes: list[ResourceType], node: Node | None
 
 
 def _where(rtypes: list[ResourceType], node: Node | None) -> tuple[str, list[Any]]:
-    """Per type: `r.type = ? AND <filter>`; on /.search a filter that names an attribute one type
-    lacks simply matches nothing of that type (RFC 7644 §3.4.3)."""
+    """Per type: `r.type = ? AND <filter>`. On /.search an attribute one type lacks is false for
+    that type (RFC 7644 §3.4.3); one that no type has is an error."""
     parts: list[str] = []
     params: list[Any] = []
     failures: list[FilterError] = []
+    compiled_by_type: list[tuple[ResourceType, Compiled]] = []
     for rtype in rtypes:
         if node is None:
             parts.append("r.type = ?")
             params.append(rtype.name)
             continue
         try:
-            compiled = compile_filter(rtype, node)
+            compiled_by_type.append((rtype, compile_filter(rtype, node)))
         except FilterError as exc:
             failures.append(exc)
-            continue
+    if node is not None and compiled_by_type and failures:
+        # Some type knows every attribute; for the others, unknown attributes are simply false.
+        compiled_by_type = [(rtype, compile_filter(rtype, node, unknown_is_false=True)) for rtype in rtypes]
+    for rtype, compiled in compiled_by_type:
         if trace.active():
             trace.note("filter", resource_type=rtype.name, tree=to_text(node), sql=compiled.sql, params=compiled.params)
         parts.append(f"(r.type = ? AND {compiled.sql})")
