@@ -9,6 +9,8 @@ providers win, each case noted for the Looking Glass and labelled with its idp-d
 - `remove members` with a `value` list removes only those members (E23, J3);
 - a plain id for a complex attribute (`manager: "271"`, E15) replaces the whole value, while an
   object is merged sub-attribute by sub-attribute (§3.5.2.3, S6);
+- adding a value already there (same value and type) updates it instead of doubling it (O27);
+- an extension attribute named without its URN is looked up in the extensions (E15 `manager`);
 - removing a member that is not there is a no-op (X12); removing an absent attribute too.
 
 Group members never live in the document: they become MemberChanges, loaded whole only for a
@@ -18,15 +20,16 @@ members filter that is not `value eq "id"` (or an `or` of those).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from scimd import errors, trace
-from scimd.filter import And, AttrPath, Compare, FilterError, Node, Or, PatchPath, parse_path
-from scimd.match import element_matches, resolve_relative
+from scimd.filter import And, AttrPath, Compare, FilterError, Node, Or, PatchPath, ValuePath, parse_path
+from scimd.match import element_matches, predicate, resolve_relative
 from scimd.resource import (LEGACY_URNS, _check_required, get_attribute, normalize_single, normalize_value,
                             parse_members, set_attribute)
-from scimd.schema import COMMON, COMPLEX, GROUP_TYPE, PATCH_OP_URN, Attribute, ResourceType, Schema
+from scimd.schema import COMPLEX, GROUP_TYPE, PATCH_OP_URN, Attribute, ResourceType, Schema
 from scimd.store import MemberRef
 
 OPS = ("add", "replace", "remove")
@@ -118,23 +121,31 @@ def _parse_path(text: str) -> PatchPath:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """What a path names: an attribute (None: the whole extension `schema`), a filter, a sub-attribute."""
+    """What a path names: an attribute, optionally a filter on its values and a sub-attribute."""
 
     schema: Schema
-    attr: Attribute | None
+    attr: Attribute
     filter: Node | None
     sub: Attribute | None
     raw: str
 
 
-def _resolve(rtype: ResourceType, path: PatchPath, raw: str) -> Target:
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """A whole schema extension named by its URN (`urn:...:enterprise:2.0:User`)."""
+
+    schema: Schema
+    raw: str
+
+
+def _resolve(rtype: ResourceType, path: PatchPath, raw: str) -> Target | Extension:
     urn = LEGACY_URNS.get(path.attr.urn.lower(), path.attr.urn) if path.attr.urn else None
-    if not path.attr.attr:  # a bare extension URN
+    if not path.attr.attr:
         extension = rtype.extension(urn or "")
         if extension is None:
             raise errors.InvalidPath(f"'{raw}' is not a schema extension of {rtype.name}.")
-        return Target(extension, None, None, None, raw)
-    found = rtype.resolve(urn, path.attr.attr)
+        return Extension(extension, raw)
+    found = rtype.resolve(urn, path.attr.attr) or (_unqualified(rtype, path.attr.attr) if urn is None else None)
     if found is None:
         raise errors.InvalidPath(f"Unknown attribute '{raw}'.")
     schema, attr = found
@@ -152,12 +163,21 @@ def _resolve(rtype: ResourceType, path: PatchPath, raw: str) -> Target:
     return Target(schema, attr, path.filter, sub, raw)
 
 
-def _read_only(target: Target) -> bool:
-    return any(a is not None and a.read_only for a in (target.attr, target.sub))
+def _unqualified(rtype: ResourceType, name: str) -> tuple[Schema, Attribute] | None:
+    """An extension attribute named without its URN: Entra's older `"path": "manager"` (E15)."""
+    for extension in rtype.extensions:
+        if (attr := extension.attribute(name)) is not None:
+            trace.note("leniency", text=f"read '{name}' as {extension.id}:{attr.name}")
+            return extension, attr
+    return None
 
 
-def _kind(rtype: ResourceType, target: Target) -> str:
-    if target.attr is None:
+def _read_only(target: Target | Extension) -> bool:
+    return isinstance(target, Target) and (target.attr.read_only or target.sub is not None and target.sub.read_only)
+
+
+def _kind(rtype: ResourceType, target: Target | Extension) -> str:
+    if isinstance(target, Extension):
         return "extension"
     if rtype is GROUP_TYPE and target.attr.name == "members":
         return "members"
@@ -203,9 +223,9 @@ def _merge_value(state: _State, operation: Operation) -> None:
             _run(state, operation.op, target, value, NO_PATH, attribute=key)
 
 
-def _resolve_key(rtype: ResourceType, key: Any) -> Target | None:
-    if not isinstance(key, str) or key.lower() == "schemas":
-        trace.note("leniency", text=f"ignored readOnly {key} in value")
+def _resolve_key(rtype: ResourceType, key: str) -> Target | Extension | None:
+    if key.lower() == "schemas":
+        trace.note("leniency", text="ignored readOnly schemas in value")
         return None
     key = LEGACY_URNS.get(key.lower(), key)
     try:
@@ -213,13 +233,13 @@ def _resolve_key(rtype: ResourceType, key: Any) -> Target | None:
     except errors.ScimError:  # OneLogin templates carry junk keys (OL1, X21)
         trace.note("leniency", text=f"ignored unknown attribute '{key}' in value")
         return None
-    if _read_only(target) or target.schema is COMMON and target.attr is not None and target.attr.name != "externalId":
+    if _read_only(target):
         trace.note("leniency", text=f"ignored readOnly {key} in value")  # Okta sends `id` on rename (O21)
         return None
     return target
 
 
-def _run(state: _State, op: str, target: Target, value: Any, label: str, **detail: Any) -> None:
+def _run(state: _State, op: str, target: Target | Extension, value: Any, label: str, **detail: Any) -> None:
     """One operation on one target, reported to the Looking Glass with the value before and after."""
     if _read_only(target):
         raise errors.Mutability(f"'{target.raw}' is readOnly.")
@@ -231,40 +251,38 @@ def _run(state: _State, op: str, target: Target, value: Any, label: str, **detai
         trace.note("patch", op=op, path=label, before=before, after=_snapshot(state, target, kind), **detail)
 
 
-def _snapshot(state: _State, target: Target, kind: str) -> Any:
+def _snapshot(state: _State, target: Target | Extension, kind: str) -> Any:
+    if isinstance(target, Extension):
+        return copy.deepcopy(state.doc.get(target.schema.id))
     match kind:
         case "members":
             return state.ledger.summary()  # never the member list itself
         case "password":
             return "(write-only)"
-        case "extension":
-            return copy.deepcopy(state.doc.get(target.schema.id))
-    return copy.deepcopy(get_attribute(state.doc, target.schema, target.attr))  # type: ignore[arg-type]
+    return copy.deepcopy(get_attribute(state.doc, target.schema, target.attr))
 
 
-def _dispatch(state: _State, op: str, t: Target, kind: str, value: Any) -> None:
-    match (op, kind):
-        case ("remove", "extension"):
+def _dispatch(state: _State, op: str, t: Target | Extension, kind: str, value: Any) -> None:
+    if isinstance(t, Extension):
+        if op == "remove":
             state.doc.pop(t.schema.id, None)
-            return
-        case (_, "extension"):
+        else:
             _merge_extension(state, op, t, value)
-            return
+        return
+    current = get_attribute(state.doc, t.schema, t.attr)
+    match (op, kind):
         case (_, "members"):
             _members(state, op, t, value)
             return
         case (_, "password"):
             state.password = _password(op, t, value)
             return
-    assert t.attr is not None
-    current = get_attribute(state.doc, t.schema, t.attr)
-    match (op, kind):
         case ("remove", "attribute"):
             new = _remove_values(t, current, value)
         case (_, "attribute"):
             new = _put_attribute(op, t.attr, current, value)
         case ("remove", "sub"):
-            new = _each_element(t, current, lambda element: element.pop(t.sub.name, None), create=False)  # type: ignore[union-attr]
+            new = _each_element(t, current, lambda element: _drop(element, t), create=False)
         case (_, "sub"):
             new = _each_element(t, current, lambda element: _put(element, t, value), create=True)
         case ("remove", "filtered"):
@@ -274,15 +292,15 @@ def _dispatch(state: _State, op: str, t: Target, kind: str, value: Any) -> None:
     set_attribute(state.doc, t.schema, t.attr, new)
 
 
-def _merge_extension(state: _State, op: str, t: Target, value: Any) -> None:
+def _merge_extension(state: _State, op: str, t: Extension, value: Any) -> None:
     """add/replace of a whole extension (`urn:...:enterprise:2.0:User` as path or key): merged."""
-    if value in (None, "") and op == "replace":
+    if value in (None, ""):
         state.doc.pop(t.schema.id, None)
         return
     if not isinstance(value, dict):
         raise errors.InvalidValue(f"'{t.schema.id}' must be an object.")
     for key, sub_value in value.items():
-        attr = t.schema.attribute(key) if isinstance(key, str) else None
+        attr = t.schema.attribute(key)
         if attr is None or attr.read_only:
             trace.note("leniency", text=f"ignored attribute '{key}' in {t.schema.id}")
             continue
@@ -294,7 +312,7 @@ def _password(op: str, t: Target, value: Any) -> str:
     """The cleartext goes back to the directory, which hashes it (Okta password sync, O17)."""
     if op == "remove":
         raise errors.Mutability("'password' cannot be removed, only replaced.")
-    password = normalize_single(t.attr, value, "password")  # type: ignore[arg-type]
+    password = normalize_single(t.attr, value, "password")
     if password is None:
         raise errors.InvalidValue("'password' cannot be empty.")
     return password
@@ -307,18 +325,23 @@ def _put_attribute(op: str, attr: Attribute, current: Any, value: Any) -> Any:
     """add/replace of a whole attribute (§3.5.2.1, §3.5.2.3)."""
     if attr.multi_valued:
         given = normalize_value(attr, value, attr.name) or []
-        return (given if op == "replace" else _append(current or [], given)) or None
+        return (given if op == "replace" else _append(attr, current or [], given)) or None
     if attr.type == COMPLEX:
         return _merge(attr, current, value, attr.name)
     return normalize_single(attr, value, attr.name)  # "" and null clear (E16)
 
 
-def _append(elements: list[Any], given: list[Any]) -> list[Any]:
-    """add to a multi-valued attribute: a value already there is no change (§3.5.2.1)."""
+def _append(attr: Attribute, elements: list[Any], given: list[Any]) -> list[Any]:
+    """add to a multi-valued attribute: a value already there is no change (§3.5.2.1); the same
+    value and type given with more sub-attributes (primary, display) updates it, never doubles it (O27)."""
     for element in given:
-        if element not in elements:
+        key = {k: element[k] for k in ("value", "type") if k in element} or element
+        same = next((e for e in elements if element_matches(_equals(key), e, attr)), None)
+        if same is None:
             elements.append(element)
-            _settle_primary(elements, [element])
+        else:
+            same.update(element)
+        _settle_primary(elements, [same or element])
     return elements
 
 
@@ -335,7 +358,7 @@ def _merge(attr: Attribute, current: Any, value: Any, where: str) -> dict[str, A
 
 
 def _put(element: dict[str, Any], t: Target, value: Any) -> None:
-    assert t.sub is not None and t.attr is not None
+    assert t.sub is not None
     normalized = normalize_single(t.sub, value, f"{t.attr.name}.{t.sub.name}")
     if normalized is None:
         element.pop(t.sub.name, None)
@@ -343,22 +366,26 @@ def _put(element: dict[str, Any], t: Target, value: Any) -> None:
         element[t.sub.name] = normalized
 
 
+def _drop(element: dict[str, Any], t: Target) -> None:
+    assert t.sub is not None
+    element.pop(t.sub.name, None)
+
+
 def _each_element(t: Target, current: Any, change: Callable[[dict[str, Any]], Any], create: bool) -> Any:
     """`name.givenName`, or `emails.value` without a filter: every element (§3.5.2.3). A replace
     on a missing attribute acts as add (§3.5.2.3), so one element is created."""
-    elements = _elements(t.attr, current)  # type: ignore[arg-type]
+    elements = _elements(t.attr, current)
     if not elements and create:
         elements = [{}]
     for element in elements:
         change(element)
     _settle_primary(elements, elements)
-    return _collapse(t.attr, elements)  # type: ignore[arg-type]
+    return _collapse(t.attr, elements)
 
 
 def _remove_values(t: Target, current: Any, value: Any) -> Any:
     """remove of a whole attribute (§3.5.2.2), or of the listed values only when the request
     carries a value list (the Entra member-removal shape, E23, applied to any multi-valued attribute)."""
-    assert t.attr is not None
     if value is None or not t.attr.multi_valued:
         return None
     doomed = [_equals(element) for element in normalize_value(t.attr, value, t.attr.name) or []]
@@ -380,7 +407,6 @@ def _equals(element: dict[str, Any]) -> Node:
 def _set_selected(t: Target, current: Any, value: Any) -> Any:
     """add/replace on `attr[filter]` or `attr[filter].sub`: the matching elements change, their
     other sub-attributes stay (§3.5.2.3, wso2/charon#311). No match: create one (E14 upsert)."""
-    assert t.attr is not None
     elements = _elements(t.attr, current)
     hits = _select(t, elements)
     if not hits:
@@ -394,8 +420,8 @@ def _set_selected(t: Target, current: Any, value: Any) -> Any:
         elements.append(element)  # later ops on the same filter find it (SCIM-SDK#680)
         hits = [element]
     else:
-        hits = [_change(t, element, value) for element in hits]
-        elements = [hits[[id(h) for h in hits].index(id(e))] if False else e for e in elements]
+        for element in hits:
+            _change(t, element, value)
     _settle_primary(elements, hits)
     return _collapse(t.attr, elements)
 
@@ -404,7 +430,7 @@ def _change(t: Target, element: dict[str, Any], value: Any) -> dict[str, Any]:
     if t.sub is not None:
         _put(element, t, value)
         return element
-    merged = _merge(t.attr, element, value, t.attr.name) or {}  # type: ignore[arg-type]
+    merged = _merge(t.attr, element, value, t.attr.name) or {}
     element.clear()
     element.update(merged)
     return element
@@ -412,33 +438,35 @@ def _change(t: Target, element: dict[str, Any], value: Any) -> dict[str, Any]:
 
 def _remove_selected(t: Target, current: Any) -> Any:
     """remove on `attr[filter]` drops the matching elements, `attr[filter].sub` that sub-attribute (§3.5.2.2)."""
-    assert t.attr is not None
     elements = _elements(t.attr, current)
     hits = _select(t, elements)
     if not hits:
         raise errors.NoTarget(f"'{t.raw}' matches no value.")
     if t.sub is None:
         elements = [e for e in elements if not any(e is hit for hit in hits)]
-    for hit in hits:
-        hit.pop(t.sub.name if t.sub else "", None)
+    else:
+        for hit in hits:
+            _drop(hit, t)
     return _collapse(t.attr, elements)
 
 
 def _seed(t: Target) -> dict[str, Any]:
     """The `eq` conditions of the filter, the start of an upserted element (E14)."""
-    assert t.filter is not None and t.attr is not None
+    assert t.filter is not None
     conditions = t.filter.children if isinstance(t.filter, And) else (t.filter,)
     seed: dict[str, Any] = {}
     for condition in conditions:
-        if not (isinstance(condition, Compare) and condition.op == "eq" and condition.value is not None):
+        sub = resolve_relative(t.attr, condition.path) if isinstance(condition, Compare) else None
+        value = normalize_single(sub, condition.value, t.raw) if sub and condition.op == "eq" else None  # "True" (E18)
+        if sub is None or value is None:
             raise errors.NoTarget(f"'{t.raw}' matches no value, and its filter does not say which to create.")
-        sub = resolve_relative(t.attr, condition.path)
-        seed[sub.name] = normalize_single(sub, condition.value, f"{t.attr.name}.{sub.name}")  # "True" (E18)
+        seed[sub.name] = value
     return seed
 
 
 def _select(t: Target, elements: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [e for e in elements if element_matches(t.filter, e, t.attr)]  # type: ignore[arg-type]
+    assert t.filter is not None
+    return [e for e in elements if element_matches(t.filter, e, t.attr)]
 
 
 def _elements(attr: Attribute, current: Any) -> list[dict[str, Any]]:
@@ -458,8 +486,8 @@ def _collapse(attr: Attribute, elements: list[dict[str, Any]]) -> Any:
 def _settle_primary(elements: list[Any], touched: list[Any]) -> None:
     """At most one value is primary (RFC 7643 §2.4): the one just set wins."""
     chosen = next((e for e in touched if isinstance(e, dict) and e.get("primary") is True), None)
-    for element in elements:
-        if element is not chosen and chosen is not None and isinstance(element, dict) and element.get("primary") is True:
+    for element in elements if chosen is not None else ():
+        if element is not chosen and element.get("primary") is True:
             element["primary"] = False
 
 
@@ -497,11 +525,14 @@ def _members(state: _State, op: str, t: Target, value: Any) -> None:
 
 
 def _filtered_members(ledger: _Ledger, t: Target) -> list[str]:
-    ids = _plain_ids(t.filter)  # type: ignore[arg-type]
+    assert t.filter is not None
+    ids = _plain_ids(t.filter)
     if ids is not None:
         return ids
+    # Compiled once as `members[filter]` over a one-member resource: a group may have 100,000.
+    test = predicate(ValuePath(AttrPath(None, t.attr.name, None), t.filter), GROUP_TYPE)
     return [ref.id for ref in ledger.current()
-            if element_matches(t.filter, {"value": ref.id, "type": ref.type, "display": ref.display}, t.attr)]  # type: ignore[arg-type]
+            if test({t.attr.name: [{"value": ref.id, "type": ref.type, "display": ref.display}]})]
 
 
 def _plain_ids(node: Node) -> list[str] | None:
@@ -510,8 +541,12 @@ def _plain_ids(node: Node) -> list[str] | None:
         case Compare(AttrPath(None, name, None), "eq", str(member_id)) if name.lower() == "value":
             return [member_id]
         case Or(children):
-            parts = [_plain_ids(child) for child in children]
-            return None if any(part is None for part in parts) else [i for part in parts for i in part]  # type: ignore[union-attr]
+            ids: list[str] = []
+            for child in children:
+                if (part := _plain_ids(child)) is None:
+                    return None
+                ids += part
+            return ids
     return None
 
 
