@@ -141,7 +141,7 @@ class Directory:
             _check_immutable(rtype, row.doc, draft)
             # A PUT without a password keeps the stored one: Okta's PUT is a read-modify-write of
             # a GET that never returns it (RFC 7643 §4.1.1 `returned: never`, O15).
-            secret = passwords.hash_password(draft.password) if draft.password else row.secret
+            secret = _new_secret(draft.password, row.secret)
             changed = draft.doc != row.doc or secret != row.secret
             if rtype is GROUP_TYPE:
                 changed |= self._replace_members(tx, rid, draft.members or []) > 0
@@ -156,7 +156,7 @@ class Directory:
         with self._writing(tx) as tx:
             row = self._current(tx, rtype, rid, precondition)
             result = apply_patch(rtype, row.doc, operations, TxMembers(tx, rid))
-            secret = passwords.hash_password(result.password) if result.password else row.secret
+            secret = _new_secret(result.password, row.secret)
             changed = result.doc != row.doc or secret != row.secret
             if rtype is GROUP_TYPE:
                 changed |= self._apply_member_changes(tx, rid, result.members) > 0
@@ -230,6 +230,16 @@ class TxMembers:
     def all(self) -> list[MemberRef]:
         trace.note("leniency", text="loaded the whole member list to evaluate a members filter")
         return self.tx.memberships(GROUP_TYPE, [self.group_id])[self.group_id]
+
+
+def _new_secret(password: str | None, stored: str | None) -> str | None:
+    """The hash to store: unchanged when no password is given or the same one is sent again
+    (Okta's password sync resends it), so the version moves only on a real change."""
+    if not password:
+        return stored
+    if stored and passwords.verify_password(password, stored):
+        return stored
+    return passwords.hash_password(password)
 
 
 def _check_immutable(rtype: ResourceType, current: dict[str, Any], draft: Draft) -> None:

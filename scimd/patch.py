@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from scimd import errors, trace
 from scimd.filter import And, AttrPath, Compare, FilterError, Node, Or, PatchPath, ValuePath, parse_path
 from scimd.match import element_matches, predicate, resolve_relative
-from scimd.resource import (LEGACY_URNS, _check_required, get_attribute, normalize_single, normalize_value,
+from scimd.resource import (LEGACY_URNS, check_required, get_attribute, normalize_single, normalize_value,
                             parse_members, set_attribute)
 from scimd.schema import COMPLEX, GROUP_TYPE, PATCH_OP_URN, Attribute, ResourceType, Schema
 from scimd.store import MemberRef
@@ -207,7 +207,7 @@ def apply_patch(rtype: ResourceType, doc: dict[str, Any], operations: list[Opera
         else:
             target = _resolve(rtype, operation.path, operation.raw_path or "")
             _run(state, operation.op, target, operation.value, operation.raw_path or "")
-    _check_required(rtype, state.doc)  # after all ops: remove userName + add userName is fine
+    check_required(rtype, state.doc)  # after all ops: remove userName + add userName is fine
     _check_immutable(rtype, doc, state.doc)
     return PatchResult(state.doc, state.password, state.ledger.changes())
 

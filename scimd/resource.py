@@ -199,7 +199,7 @@ def parse_resource(rtype: ResourceType, body: Any) -> Draft:
             _merge_extension(draft.doc, schema, value)
         else:
             _take(rtype, draft, schema, attr, sub, value)
-    _check_required(rtype, draft.doc)
+    check_required(rtype, draft.doc)
     return draft
 
 
@@ -261,7 +261,7 @@ def parse_members(value: Any) -> list[dict[str, Any]]:
     return members
 
 
-def _check_required(rtype: ResourceType, doc: dict[str, Any]) -> None:
+def check_required(rtype: ResourceType, doc: dict[str, Any]) -> None:
     for attr in rtype.core.attributes:
         if attr.required and doc.get(attr.name) in (None, "", []):
             raise errors.InvalidValue(f"'{attr.name}' is required.")

@@ -95,3 +95,17 @@ def test_patch_that_changes_nothing_keeps_the_version(client: ScimClient) -> Non
                                            "Operations": operations})
         assert response.status_code in (200, 204), response.get_data(as_text=True)
         assert client.get(url).json["meta"]["version"] == version
+
+
+def test_resending_the_same_password_keeps_the_version(client) -> None:  # type: ignore[no-untyped-def]
+    """Okta's password sync may send the password it sent before: no real change, no new version."""
+    from tests.conftest import patch_body
+
+    created = client.post("/scim/v2/Users", json={"userName": "pw", "password": "s3cret-Pass"}).json
+    uid, version = created["id"], created["meta"]["version"]
+    same = client.patch(f"/scim/v2/Users/{uid}", json=patch_body({"op": "replace", "value": {"password": "s3cret-Pass"}}))
+    assert same.status_code == 200 and same.json["meta"]["version"] == version
+    assert "password" not in same.json
+    changed = client.patch(f"/scim/v2/Users/{uid}", json=patch_body({"op": "replace", "path": "password",
+                                                                      "value": "another-Pass"}))
+    assert changed.json["meta"]["version"] != version
