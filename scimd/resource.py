@@ -372,7 +372,7 @@ def project(rtype: ResourceType, resource: dict[str, Any], projection: Projectio
             continue
         kept: dict[str, Any] = {}
         for attr in schema.attributes:
-            if attr.name in ("id",) or attr.name not in holder:
+            if attr.name in ("id", "schemas") or attr.name not in holder:
                 continue
             value = _project_attribute(_holder_id(rtype, schema), attr, holder[attr.name], projection)
             if value is not None:

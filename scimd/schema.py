@@ -138,7 +138,12 @@ META = Attribute("meta", COMPLEX, "Resource metadata.", mutability="readOnly", s
               mutability="readOnly", reference_types=("uri",)),
     _str("version", "The version (ETag) of the resource.", case_exact=True, mutability="readOnly"),
 ))
-COMMON = Schema("common", "Common", "Attributes common to all resources (RFC 7643 §3.1).", (ID, EXTERNAL_ID, META))
+# `schemas` is computed (the core schema, plus each extension the resource has data for); it is
+# defined here so that filters such as `schemas eq "urn:...:enterprise:2.0:User"` resolve (RFC 7644 §3.4.2.2).
+SCHEMAS_ATTRIBUTE = Attribute("schemas", REFERENCE, "The schemas of the resource.", multi_valued=True,
+                              mutability="readOnly", returned="always", reference_types=("uri",))
+COMMON = Schema("common", "Common", "Attributes common to all resources (RFC 7643 §3.1).",
+                (ID, EXTERNAL_ID, META, SCHEMAS_ATTRIBUTE))
 
 _EMAIL_TYPES = ("work", "home", "other")
 _PHONE_TYPES = ("work", "home", "mobile", "fax", "pager", "other")

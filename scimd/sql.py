@@ -17,8 +17,8 @@ from scimd import trace
 from scimd.filter import And, AttrPath, Compare, FilterError, Node, Not, Or, Present, ValuePath, to_text
 from scimd.match import Resolved, check_comparison, implicit_value, resolve, resolve_relative
 from scimd.schema import (
-    BINARY, BOOLEAN, COMMON, COMPLEX, DATETIME, GROUP_TYPE, REFERENCE, STRING, Attribute, ResourceType, Schema,
-    fold_case,
+    BINARY, COMMON, COMPLEX, GROUP_TYPE, REFERENCE, SCHEMAS_ATTRIBUTE, STRING, Attribute,
+    ResourceType, Schema, fold_case,
 )
 from scimd.store import INDEXED_VALUES, ROW_COLUMNS, Row, rows_from
 
@@ -106,6 +106,8 @@ class _Compiler:
         attr, sub = found.attr, found.sub
         if attr.name == "password":
             raise FilterError("'password' cannot be filtered on", node.path.position)
+        if attr is SCHEMAS_ATTRIBUTE:
+            return self.schemas(node)
         column = self._column(found.schema, attr, sub)
         if column is not None:
             sql, prefolded, not_null = column
@@ -154,6 +156,15 @@ class _Compiler:
             return (f"({guard}length({expr}) >= length({self.bind(value)}) AND "
                     f"substr({expr}, length({expr}) - length({self.bind(value)}) + 1) = {self.bind(value)})")
         raise AssertionError(f"unknown operator {op!r}")
+
+    def schemas(self, node: Compare | Present) -> str:
+        """`schemas` is not stored: the core URN always, an extension's when it has data."""
+        uris = f"SELECT {self.bind(self.rtype.core.id)} AS v" + "".join(
+            f" UNION ALL SELECT {self.bind(ext.id)} WHERE json_type(r.doc, '$.\"{ext.id}\"') IS NOT NULL"
+            for ext in self.rtype.extensions)
+        alias = self.alias("s")
+        condition = self._element_condition(node, SCHEMAS_ATTRIBUTE, f"{alias}.v")
+        return f"EXISTS (SELECT 1 FROM ({uris}) AS {alias} WHERE {condition})"
 
     # -- multi-valued attributes stored as JSON arrays ---------------------------------------
 

@@ -374,3 +374,27 @@ def test_search_endpoints(client: ScimClient) -> None:
     assert_scim_error(client.post("/scim/v2/.search", json={
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": "nope pr"}), 400,
         "invalidFilter")
+
+
+@pytest.mark.parametrize("text", [
+    'schemas eq "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"',
+    'schemas eq "URN:IETF:PARAMS:SCIM:SCHEMAS:CORE:2.0:USER"',
+    'not (schemas eq "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User")',
+    'schemas co "enterprise" and title pr',
+])
+def test_filter_on_schemas(dataset_store: Store, text: str) -> None:
+    """`schemas` is computed, not stored, yet filterable like the RFC 7644 §3.4.2.2 example."""
+    selected = sql_ids(dataset_store, USER_TYPE, text)
+    assert selected == reference_ids(dataset_store, USER_TYPE, text)
+    with_extension = [u["id"] for u in RESOURCES["User"]
+                      if "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User" in u]
+    if text.startswith("schemas eq \"urn:ietf:params:scim:schemas:extension"):
+        assert selected == sorted(with_extension) and selected
+
+
+def test_schemas_is_read_only_in_patch(client: ScimClient) -> None:
+    from tests.conftest import patch_body
+    uid = make_users(client, [{"userName": "s"}])[0]
+    response = client.patch(f"/scim/v2/Users/{uid}", json=patch_body({"op": "replace", "path": "schemas",
+                                                                       "value": ["urn:x"]}))
+    assert_scim_error(response, 400, "mutability")
