@@ -18,10 +18,10 @@ import re
 import secrets as _secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 from urllib.parse import quote, unquote_plus
 
 import orjson
@@ -42,25 +42,40 @@ SECRET_KEYS = frozenset({
 
 
 def _never_returned(attributes: Iterable[schema.Attribute]) -> set[str]:
+    """Canonical names of the `returned: "never"` attributes and sub-attributes, at any depth."""
     names: set[str] = set()
     for attr in attributes:
         if attr.returned == "never":
-            names.add(attr.name.lower())
+            names.add(attr.name)
         names |= _never_returned(attr.sub_attributes)
     return names
 
 
 # Derived from the schema so a new write-only attribute is redacted without touching this file.
-SENSITIVE_NAMES = frozenset(
-    {"password"} | SECRET_KEYS | _never_returned(a for s in (schema.COMMON, *schema.SCHEMAS.values()) for a in s.attributes)
-)
+_NEVER_RETURNED = _never_returned(a for s in (schema.COMMON, *schema.SCHEMAS.values()) for a in s.attributes)
+SENSITIVE_NAMES = frozenset({"password"} | SECRET_KEYS | {name.lower() for name in _NEVER_RETURNED})
 
-# Substrings whose absence from a body proves it needs no redaction (see redact_body). A name
-# containing another (access_token ⊃ token) adds nothing; `\u` is there because a JSON escape
-# could spell a sensitive key without its plain bytes (p\u0061ssword).
-_TRIGGERS = tuple(sorted(
-    {n.encode() for n in SENSITIVE_NAMES if not any(o != n and o in n for o in SENSITIVE_NAMES)} | {b"\\u"}
-))
+
+def _minimal(names: Iterable[str]) -> tuple[bytes, ...]:
+    """Drop every name that contains another (access_token ⊃ token): it cannot match alone."""
+    unique = set(names)
+    return tuple(sorted(n.encode() for n in unique if not any(o != n and o in n for o in unique)))
+
+
+# Substrings whose absence from a body proves it needs no redaction (see redact_body). A
+# backslash is there because a JSON escape could spell a key without its plain bytes
+# (p\u0061ssword); a single byte is found by memchr, far faster than `\u`.
+_NAME_TRIGGERS = _minimal(SENSITIVE_NAMES)
+_TRIGGERS = (*_NAME_TRIGGERS, b"\\")
+_NAMES = tuple(t.decode() for t in _NAME_TRIGGERS)
+# A percent-escape that decodes to a letter or `_`, the characters secret names are made of.
+_ENCODED_NAME_CHAR = re.compile(r"%(?:[46][1-9a-f]|[57][0-9a]|5f)", re.IGNORECASE)
+# scimd's own responses are serialised by orjson (no escaped keys) from the schema's projection,
+# which writes canonical attribute names, drops `returned: never` attributes and never echoes
+# request credentials. As a guard against a projection bug, or an error detail quoting a
+# value, they are searched for those attribute names in canonical case, which needs no
+# lowercase copy: on a 64 KiB list page that halves the cost of capture.
+_RESPONSE_NAMES = tuple(name.encode() for name in sorted(_NEVER_RETURNED | {"password"}))
 _LOOKAHEAD = 256  # a trigger straddling the 64 KiB cut must still be seen
 
 _WORD = re.compile(r"[\w$-]+")
@@ -71,6 +86,9 @@ _COMPARISON = re.compile(
     r'(?P<attr>[\w$:.-]+)(?P<op>\s+(?:eq|ne|co|sw|ew|gt|ge|lt|le)\s+)(?P<value>"(?:[^"\\]|\\.)*"|[^\s()\[\]]+)',
     re.IGNORECASE,
 )
+# An object naming its target in one of these (a PATCH op's `path`; a patch decision's `path`, or
+# `attribute` for a no-path op) has the values under _PATCH_VALUE_KEYS redacted with the target.
+_PATH_KEYS = ("path", "attribute")
 _PATCH_VALUE_KEYS = ("value", "before", "after")
 _QUERY_SAFE = "[]"  # keeps `[redacted]` legible in a stored query
 
@@ -86,16 +104,36 @@ def is_sensitive_path(path: str) -> bool:
 
 
 def _mentions_sensitive(text: str) -> bool:
+    # Substring searches beat one regex alternation here by several times (re scans per position).
     lowered = text.lower()
-    return any(name in lowered for name in SENSITIVE_NAMES)
+    return any(name in lowered for name in _NAMES)
 
 
-def scrub_secrets(text: str, secrets: Sequence[str]) -> str:
-    """Replace every configured token that appears verbatim in `text`."""
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """The configured API tokens in each form they could take in captured data, computed once
+    so the per-request checks are plain substring searches."""
+
+    texts: tuple[str, ...] = ()
+    raw: tuple[bytes, ...] = ()  # in a body as sent
+    escaped: tuple[bytes, ...] = ()  # inside a JSON string
+    quoted: tuple[str, ...] = ()  # percent-encoded in a query string
+
+    @classmethod
+    def of(cls, tokens: Iterable[str]) -> Secrets:
+        texts = tuple(dict.fromkeys(t for t in tokens if t))
+        return cls(texts, tuple(t.encode() for t in texts), tuple(orjson.dumps(t)[1:-1] for t in texts),
+                   tuple(quote(t, safe="") for t in texts))
+
+    def scrub(self, text: str) -> str:
+        """Replace every token that appears verbatim in `text`."""
+        for secret in self.texts:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+NO_SECRETS = Secrets()
 
 
 def _redact_comparison(match: re.Match[str]) -> str:
@@ -104,23 +142,23 @@ def _redact_comparison(match: re.Match[str]) -> str:
     return f'{match["attr"]}{match["op"]}"{REDACTED}"'
 
 
-def scrub_text(text: str, secrets: Sequence[str] = ()) -> str:
+def scrub_text(text: str, secrets: Secrets = NO_SECRETS) -> str:
     """Redact what a free-text string may leak: a filter's `password eq "x"` value, and, in any
     text that still names a secret attribute (a leniency note, a filter tree of unknown layout),
     every quoted literal."""
-    text = scrub_secrets(text, secrets)
+    text = secrets.scrub(text)
     if not _mentions_sensitive(text):
         return text
     text = _COMPARISON.sub(_redact_comparison, text)
     return _QUOTED.sub(lambda m: f"{m[0][0]}{REDACTED}{m[0][0]}", text)
 
 
-def redact_json(obj: Any, secrets: Sequence[str] = ()) -> Any:
+def redact_json(obj: Any, secrets: Secrets = NO_SECRETS) -> Any:
     """A redacted copy of a JSON value; the input is never modified (it may be the core's live data).
 
     - a key naming a secret (any case, URN-qualified or dotted) has its value replaced;
-    - an object whose `path` names a secret (a PATCH op, a patch decision) has its `value`,
-      `before` and `after` replaced, whatever their shape;
+    - an object whose `path` (or `attribute`) names a secret (a PATCH op, a patch decision) has
+      its `value`, `before` and `after` replaced, whatever their shape;
     - strings are scrubbed of tokens and of secret filter values (scrub_text).
     """
     if isinstance(obj, dict):
@@ -132,20 +170,19 @@ def redact_json(obj: Any, secrets: Sequence[str] = ()) -> Any:
     return obj
 
 
-def _redact_object(obj: dict[Any, Any], secrets: Sequence[str]) -> dict[Any, Any]:
-    path = obj.get("path")
-    secret_path = isinstance(path, str) and is_sensitive_path(path)
+def _redact_object(obj: dict[Any, Any], secrets: Secrets) -> dict[Any, Any]:
+    secret_path = any(isinstance(obj.get(key), str) and is_sensitive_path(obj[key]) for key in _PATH_KEYS)
     redacted: dict[Any, Any] = {}
     for key, value in obj.items():
         name = key if isinstance(key, str) else str(key)
         if is_sensitive_path(name) or (secret_path and name.lower() in _PATCH_VALUE_KEYS):
-            redacted[scrub_secrets(name, secrets)] = REDACTED
+            redacted[secrets.scrub(name)] = REDACTED
         else:
-            redacted[scrub_secrets(name, secrets)] = redact_json(value, secrets)
+            redacted[secrets.scrub(name)] = redact_json(value, secrets)
     return redacted
 
 
-def redact_decision(decision: dict[str, Any], secrets: Sequence[str] = ()) -> dict[str, Any]:
+def redact_decision(decision: dict[str, Any], secrets: Secrets = NO_SECRETS) -> dict[str, Any]:
     """A decision noted by the core, redacted like a body; in addition a filter that touches a
     secret attribute loses its SQL parameters, which are the compared values themselves."""
     redacted = redact_json(decision, secrets)
@@ -157,25 +194,49 @@ def redact_decision(decision: dict[str, Any], secrets: Sequence[str] = ()) -> di
     return redacted
 
 
-def redact_query(qs: str, secrets: Sequence[str] = ()) -> str:
+def redact_decisions(decisions: list[dict[str, Any]], secrets: Secrets = NO_SECRETS) -> bytes:
+    """The decisions as a JSON array, redacted. Serialised here, on capture, so the event holds
+    a snapshot rather than references into the core's live data; when the serialised form names
+    no secret and holds no token (the usual case) it is kept without walking the decisions."""
+    blob = _dump(decisions)
+    lowered = blob.lower()
+    if not any(t in lowered for t in _NAME_TRIGGERS) and not any(s in blob for s in secrets.escaped):
+        return blob
+    return _dump([redact_decision(d, secrets) for d in decisions])
+
+
+def _dump(value: Any) -> bytes:
+    # default=str: a decision may carry a value orjson cannot encode (a Decimal, a set).
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+def redact_query(qs: str, secrets: Secrets = NO_SECRETS) -> str:
     """The query string with credential parameters and secret filter values replaced.
 
     Parameters are edited in place, not re-encoded, so the operator sees what the IdP sent.
+    A query that names no secret and holds no token is returned as is: that is nearly every
+    query an IdP sends. Secret names are made of letters and `_`, so unless one of those is
+    percent-encoded the raw query shows them, and decoding (slow, pure Python) is skipped.
     """
-    if not qs:
+    visible = unquote_plus(qs) if _ENCODED_NAME_CHAR.search(qs) else qs
+    if not _mentions_sensitive(visible) and not _holds_token(qs, secrets):
         return qs
     parts = []
     for part in qs.split("&"):
         raw_key, eq, raw_value = part.partition("=")
         parts.append(raw_key + eq + _redact_param(unquote_plus(raw_key), raw_value, secrets))
-    return scrub_secrets("&".join(parts), secrets)
+    return secrets.scrub("&".join(parts))
 
 
-def _redact_param(key: str, raw_value: str, secrets: Sequence[str]) -> str:
+def _holds_token(qs: str, secrets: Secrets) -> bool:
+    return any(t in qs for t in secrets.texts) or any(q in qs for q in secrets.quoted)
+
+
+def _redact_param(key: str, raw_value: str, secrets: Secrets) -> str:
     if is_sensitive_path(key):
         return quote(REDACTED, safe=_QUERY_SAFE)
     value = unquote_plus(raw_value)
-    if any(secret and secret in value for secret in secrets):
+    if any(secret in value for secret in secrets.texts):
         return quote(REDACTED, safe=_QUERY_SAFE)
     scrubbed = scrub_text(value)
     return raw_value if scrubbed == value else quote(scrubbed, safe=_QUERY_SAFE)
@@ -183,28 +244,38 @@ def _redact_param(key: str, raw_value: str, secrets: Sequence[str]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Body:
-    """A body as stored: redacted text (JSON as sent, or re-serialised when redaction edited it)."""
+    """A body as kept: the redacted bytes (as sent, or re-serialised where redaction edited them),
+    cut at BODY_LIMIT. Decoded only when someone reads the event."""
 
-    text: str | None
+    data: bytes
     size: int
     truncated: bool
 
+    def text(self) -> str | None:
+        # "replace" shows a character split by the cut as U+FFFD instead of failing.
+        return self.data.decode("utf-8", "replace") if self.size else None
+
     def to_json(self) -> dict[str, Any]:
-        return {"body": self.text, "size": self.size, "truncated": self.truncated}
+        return {"body": self.text(), "size": self.size, "truncated": self.truncated}
 
 
-def redact_body(data: bytes, secrets: Sequence[str] = ()) -> Body:
+def redact_body(data: bytes, secrets: Secrets = NO_SECRETS, *, response: bool = False) -> Body:
     """Redact a request or response body and cut it at BODY_LIMIT.
 
-    The common case costs one lowercase copy of the first 64 KiB and a few substring searches:
-    a body whose kept part holds no trigger and no token is stored as sent. Only the others are
-    parsed, redacted structurally and re-serialised.
+    The common case costs a few substring searches over the kept 64 KiB: a body holding no
+    trigger and no token there is kept as sent, without a copy. Only the others are parsed,
+    redacted structurally and re-serialised. A response, written by scimd itself, is searched
+    only for what its serialiser could wrongly emit (see _RESPONSE_NAMES).
     """
     if not data:
-        return Body(None, 0, False)
+        return Body(b"", 0, False)
     window = data[:BODY_LIMIT + _LOOKAHEAD]
-    lowered = window.lower()
-    if not any(t in lowered for t in _TRIGGERS) and not any(s and s.encode() in window for s in secrets):
+    if response:
+        clean = not any(name in window for name in _RESPONSE_NAMES)
+    else:
+        lowered = window.lower()
+        clean = not any(t in lowered for t in _TRIGGERS)
+    if clean and not any(s in window for s in secrets.raw):
         return _cut(data, len(data))
     try:
         document = orjson.loads(data)
@@ -213,17 +284,16 @@ def redact_body(data: bytes, secrets: Sequence[str] = ()) -> Body:
     return _cut(orjson.dumps(redact_json(document, secrets)), len(data))
 
 
-def _redact_unparsable(data: bytes, secrets: Sequence[str]) -> Body:
+def _redact_unparsable(data: bytes, secrets: Secrets) -> Body:
     # Without structure there is no telling which value belongs to a secret key: withhold it all.
-    text = scrub_secrets(data.decode("utf-8", "replace"), secrets)
+    text = secrets.scrub(data.decode("utf-8", "replace"))
     if _mentions_sensitive(text):
-        return Body(f"{REDACTED} (not valid JSON and names a secret attribute)", len(data), False)
+        return Body(f"{REDACTED} (not valid JSON and names a secret attribute)".encode(), len(data), False)
     return _cut(text.encode(), len(data))
 
 
 def _cut(data: bytes, size: int) -> Body:
-    # "replace" shows a character split by the cut as U+FFFD instead of failing.
-    return Body(data[:BODY_LIMIT].decode("utf-8", "replace"), size, len(data) > BODY_LIMIT)
+    return Body(data[:BODY_LIMIT], size, len(data) > BODY_LIMIT)
 
 
 # User-Agent substrings (lowercase) -> client, first match wins.
@@ -269,50 +339,67 @@ def resource_of(path: str) -> str:
 
 
 @dataclass(slots=True)
-class Exchange:
-    """What the HTTP layer observed, raw; build_event turns it into a stored event."""
+class Event:
+    """One exchange as kept in the ring, already redacted.
 
-    time: str
+    Capture does only the redaction, on the request's thread; formatting, client detection and
+    JSON rendering wait for the first reader (and are cached), so an unwatched server pays nothing
+    for them.
+    """
+
+    started: float  # epoch seconds
     client_address: str
     user_agent: str
     method: str
     path: str
     query: str
+    status: int
+    duration_ms: float
+    request_id: str | None
     request_type: str
-    request_body: bytes
-    status: int = 0
-    duration_ms: float = 0.0
-    request_id: str | None = None
-    response_type: str = ""
-    response_body: bytes = b""
-    decisions: list[dict[str, Any]] = field(default_factory=list)
+    request: Body
+    response_type: str
+    response: Body
+    decisions: bytes  # a JSON array, see redact_decisions
+    seq: int = 0  # set by EventRing.append
+    _json: bytes | None = None
 
+    @classmethod
+    def capture(cls, *, started: float, client_address: str, user_agent: str, method: str, path: str,
+                query: str, status: int, duration_ms: float, request_id: str | None, request_type: str,
+                request_body: bytes, response_type: str, response_body: bytes,
+                decisions: list[dict[str, Any]], secrets: Secrets = NO_SECRETS) -> Event:
+        """Redact what the HTTP layer observed: nothing un-redacted outlives this call."""
+        return cls(
+            started=started, client_address=client_address, user_agent=secrets.scrub(user_agent),
+            method=method, path=secrets.scrub(path), query=redact_query(query, secrets),
+            status=status, duration_ms=duration_ms, request_id=request_id, request_type=request_type,
+            request=redact_body(request_body, secrets), response_type=response_type,
+            response=redact_body(response_body, secrets, response=True),
+            decisions=redact_decisions(decisions, secrets),
+        )
 
-def build_event(x: Exchange, secrets: Sequence[str] = ()) -> bytes:
-    """The event as JSON bytes without its `seq` (the ring assigns it): serialised once here so
-    readers never redo the work and nothing mutable is shared with the request."""
-    user_agent = scrub_secrets(x.user_agent, secrets)
-    return orjson.dumps({
-        "time": x.time,
-        "requestId": x.request_id,
-        "clientAddress": x.client_address,
-        "userAgent": user_agent,
-        "client": detect_client(user_agent, x.request_body, x.query),
-        "method": x.method,
-        "path": scrub_secrets(x.path, secrets),
-        "query": redact_query(x.query, secrets),
-        "resource": resource_of(x.path),
-        "status": x.status,
-        "durationMs": round(x.duration_ms, 3),
-        "request": {"contentType": x.request_type, **redact_body(x.request_body, secrets).to_json()},
-        "response": {"contentType": x.response_type, **redact_body(x.response_body, secrets).to_json()},
-        "decisions": [redact_decision(d, secrets) for d in x.decisions],
-    }, default=str, option=orjson.OPT_NON_STR_KEYS)
-
-
-def event_json(seq: int, payload: bytes) -> bytes:
-    """Splice the sequence number into a stored payload (`{...}` from build_event)."""
-    return b'{"seq":%d,%s' % (seq, payload[1:])
+    def to_json(self) -> bytes:
+        # Two readers may render at once; both produce the same bytes, so the race is harmless.
+        if self._json is None:
+            self._json = orjson.dumps({
+                "seq": self.seq,
+                "time": schema.format_datetime(datetime.fromtimestamp(self.started, timezone.utc)),
+                "requestId": self.request_id,
+                "clientAddress": self.client_address,
+                "userAgent": self.user_agent,
+                "client": detect_client(self.user_agent, self.request.data, self.query),
+                "method": self.method,
+                "path": self.path,
+                "query": self.query,
+                "resource": resource_of(self.path),
+                "status": self.status,
+                "durationMs": round(self.duration_ms, 3),
+                "request": {"contentType": self.request_type, **self.request.to_json()},
+                "response": {"contentType": self.response_type, **self.response.to_json()},
+                "decisions": orjson.Fragment(self.decisions),
+            })
+        return self._json
 
 
 class EventRing:
@@ -324,7 +411,7 @@ class EventRing:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._slots: list[bytes] = [b""] * capacity
+        self._slots: list[Event | None] = [None] * capacity
         self._seq = 0
         self._closed = False
         self._changed = threading.Condition(threading.Lock())
@@ -343,28 +430,29 @@ class EventRing:
             self._closed = True
             self._changed.notify_all()
 
-    def append(self, payload: bytes) -> int:
+    def append(self, event: Event) -> int:
         with self._changed:
             self._seq += 1
-            self._slots[self._seq % self.capacity] = payload
+            event.seq = self._seq
+            self._slots[self._seq % self.capacity] = event
             self._changed.notify_all()
             return self._seq
 
-    def since(self, seq: int, limit: int = DEFAULT_LIMIT) -> list[tuple[int, bytes]]:
+    def since(self, seq: int, limit: int = DEFAULT_LIMIT) -> list[Event]:
         """Up to `limit` events with a sequence number above `seq`, oldest first."""
         with self._changed:
             return self._slice(seq, limit)
 
-    def wait_since(self, seq: int, timeout: float, limit: int = DEFAULT_LIMIT) -> list[tuple[int, bytes]]:
+    def wait_since(self, seq: int, timeout: float, limit: int = DEFAULT_LIMIT) -> list[Event]:
         """Like since(), but blocks up to `timeout` seconds for an event to arrive (or close())."""
         with self._changed:
             self._changed.wait_for(lambda: self._seq > seq or self._closed, timeout)
             return self._slice(seq, limit)
 
-    def _slice(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
+    def _slice(self, seq: int, limit: int) -> list[Event]:
         first = max(seq + 1, self._seq - self.capacity + 1, 1)
         last = min(self._seq, first + limit - 1)
-        return [(n, self._slots[n % self.capacity]) for n in range(first, last + 1)]
+        return [self._slots[n % self.capacity] for n in range(first, last + 1)]  # type: ignore[misc]
 
 
 class TicketSigner:

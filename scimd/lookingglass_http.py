@@ -21,7 +21,7 @@ from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import get_content_length, get_input_stream
 
 from scimd import lookingglass as lg
-from scimd import schema, trace
+from scimd import trace
 from scimd.config import Config
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def _int_param(name: str, raw: str | None, default: int, low: int, high: int | N
     """A request parameter as an int within [low, high]; the ValueError is the 400 message."""
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < low or (high is not None and int(raw) > high):
         bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
         raise ValueError(f"{name} must be an integer {bound}.")
     return int(raw)
@@ -101,8 +101,8 @@ class _SseStream:
         while not self._ring.closed and (left := deadline - time.monotonic()) > 0:
             batch = self._ring.wait_since(seq, min(self._keepalive, left))
             if batch:
-                seq = batch[-1][0]
-                yield b"".join(b"id: %d\ndata: %s\n\n" % (n, lg.event_json(n, payload)) for n, payload in batch)
+                seq = batch[-1].seq
+                yield b"".join(b"id: %d\ndata: %s\n\n" % (event.seq, event.to_json()) for event in batch)
             else:
                 yield b": keep-alive\n\n"
 
@@ -121,15 +121,15 @@ class LookingGlass:
         self.app = app
         self.ring = lg.EventRing(config.looking_glass_max_events) if config.looking_glass else None
         self._authorize = authorize
-        # Tokens from SCIM_API_TOKEN and from SCIM_API_TOKEN_FILE (kept apart by config for reloads).
-        self._secrets = (*config.api_tokens, *getattr(config, "file_tokens", ()))
+        # Tokens from SCIM_API_TOKEN and SCIM_API_TOKEN_FILE, as loaded at start.
+        self._secrets = lg.Secrets.of((*config.api_tokens, *config.file_tokens))
         self._max_body = config.max_body_bytes
         self._tickets = lg.TicketSigner()
         self._streams = threading.BoundedSemaphore(max_streams)
         self._keepalive = keepalive
         self._lifetime = stream_lifetime
         static = resources.files("scimd").joinpath("static")
-        self._assets = {name: static.joinpath(name).read_bytes() for name in ASSETS} if self.ring else {}
+        self._assets = {name: static.joinpath(name).read_bytes() for name in ASSETS} if self.ring is not None else {}
         # path -> (allowed methods, handler). The stream takes no HEAD: it would hold a slot for nothing.
         read = ("GET", "HEAD")
         self._routes: dict[str, tuple[tuple[str, ...], Callable[[Request], WSGIApplication]]] = {
@@ -158,18 +158,8 @@ class LookingGlass:
     # -- capture ------------------------------------------------------------------------------
 
     def _capture(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        assert self.ring is not None
-        started = time.perf_counter()
-        exchange = lg.Exchange(
-            time=schema.now(),
-            client_address=environ.get("REMOTE_ADDR", ""),
-            user_agent=environ.get("HTTP_USER_AGENT", ""),
-            method=environ.get("REQUEST_METHOD", ""),
-            path=environ.get("PATH_INFO", ""),
-            query=environ.get("QUERY_STRING", ""),
-            request_type=environ.get("CONTENT_TYPE", ""),
-            request_body=self._take_body(environ),
-        )
+        started, clock = time.time(), time.perf_counter()
+        request_body = self._take_body(environ)
         observed: list[Any] = []
 
         def observe(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
@@ -182,12 +172,14 @@ class LookingGlass:
                 body = self._run(environ, observe)
             finally:
                 # Also on an exception: the exchange that crashed is the one the operator wants to see.
-                self._record(exchange, started, observed, body, decisions)
+                self._record(environ, started, time.perf_counter() - clock, request_body, observed, body, decisions)
         return [body]
 
     def _take_body(self, environ: WSGIEnvironment) -> bytes:
         """Read the request body once and hand the app a fresh stream over the same bytes."""
         declared = get_content_length(environ)
+        if declared == 0 or (declared is None and not environ.get("wsgi.input_terminated")):
+            return b""  # no body (most GETs): nothing to read, nothing to replace
         if declared is not None and declared > self._max_body:
             return b""  # the app refuses it on the header alone; reading it would only cost memory
         # One byte over the limit, so the app still sees (and refuses) an oversized chunked body.
@@ -206,22 +198,32 @@ class LookingGlass:
             if close is not None:
                 close()
 
-    def _record(self, exchange: lg.Exchange, started: float, observed: list[Any], body: bytes,
-                decisions: list[dict[str, Any]]) -> None:
+    def _record(self, environ: WSGIEnvironment, started: float, elapsed: float, request_body: bytes,
+                observed: list[Any], response_body: bytes, decisions: list[dict[str, Any]]) -> None:
         assert self.ring is not None
-        exchange.duration_ms = (time.perf_counter() - started) * 1000
-        exchange.status = int(observed[0].split(" ", 1)[0]) if observed else 500
-        for name, value in observed[1] if observed else ():
-            if name.lower() == "x-request-id":
-                exchange.request_id = value
-            elif name.lower() == "content-type":
-                exchange.response_type = value
-        exchange.response_body = body
-        exchange.decisions = decisions
         try:
-            self.ring.append(lg.build_event(exchange, self._secrets))
+            status, headers = observed if observed else ("500 Internal Server Error", [])
+            found = {name.lower(): value for name, value in headers}
+            self.ring.append(lg.Event.capture(
+                started=started,
+                client_address=environ.get("REMOTE_ADDR", ""),
+                user_agent=environ.get("HTTP_USER_AGENT", ""),
+                method=environ.get("REQUEST_METHOD", ""),
+                path=environ.get("PATH_INFO", ""),
+                query=environ.get("QUERY_STRING", ""),
+                status=int(status.split(" ", 1)[0]),
+                duration_ms=elapsed * 1000,
+                request_id=found.get("x-request-id"),
+                request_type=environ.get("CONTENT_TYPE", ""),
+                request_body=request_body,
+                response_type=found.get("content-type", ""),
+                response_body=response_body,
+                decisions=decisions,
+                secrets=self._secrets,
+            ))
         except Exception:  # a diagnostic aid must never fail the provisioning request it watches
-            _log.exception("Looking Glass could not record %s %s", exchange.method, exchange.path)
+            _log.exception("Looking Glass could not record %s %s",
+                           environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -252,7 +254,7 @@ class LookingGlass:
         except ValueError as exc:
             return _error(400, str(exc))
         last = self.ring.last_seq
-        events = b",".join(lg.event_json(n, payload) for n, payload in self.ring.since(since, limit))
+        events = b",".join(event.to_json() for event in self.ring.since(since, limit))
         return _json(200, b'{"events":[%s],"lastSeq":%d,"capacity":%d}' % (events, last, self.ring.capacity))
 
     def _ticket(self, request: Request) -> Response:

@@ -16,6 +16,7 @@
     paused: false,
     source: null,
     retries: 0,
+    live: false, // a routine stream refresh keeps showing "live"
     generation: 0, // bumps on (re)connect so a stale stream's callbacks are ignored
   };
 
@@ -57,7 +58,7 @@
   async function connect() {
     const generation = ++state.generation;
     closeStream();
-    setStatus("wait", "connecting…");
+    if (!state.live) setStatus("wait", "connecting…");
     try {
       await catchUp();
       if (generation !== state.generation) return;
@@ -90,12 +91,13 @@
     state.source = source;
     source.onopen = () => {
       state.retries = 0;
+      state.live = true;
       setStatus("live", "live");
       $("signout").hidden = !state.token;
     };
     source.onmessage = (message) => addEvents([JSON.parse(message.data)]);
-    // The server ends every stream after about a minute, and the ticket is single-use in
-    // practice (it expires), so reconnect ourselves with a fresh ticket from the last seq.
+    // The server ends every stream after about a minute, by when its ticket has expired, so
+    // EventSource's own retry would fail: reconnect ourselves, fresh ticket, from the last seq.
     source.onerror = () => {
       if (generation !== state.generation) return;
       closeStream();
@@ -110,13 +112,17 @@
     }
   }
 
+  // The first retry is the routine end of a stream: reconnect at once, quietly. Back off after.
   function scheduleReconnect(generation) {
-    const delay = RETRY_MS[Math.min(state.retries, RETRY_MS.length - 1)];
     state.retries += 1;
-    setStatus("wait", state.retries > 1 ? "reconnecting…" : "refreshing stream…");
+    const delay = state.retries === 1 ? 200 : RETRY_MS[Math.min(state.retries - 2, RETRY_MS.length - 1)];
+    if (state.retries > 1) {
+      state.live = false;
+      setStatus("wait", "reconnecting…");
+    }
     setTimeout(() => {
       if (generation === state.generation) connect();
-    }, state.retries > 1 ? delay : 200);
+    }, delay);
   }
 
   // ---- token ------------------------------------------------------------------------------
@@ -124,6 +130,7 @@
   function askToken(message) {
     closeStream();
     state.generation += 1;
+    state.live = false;
     setStatus("off", "token needed");
     $("login").hidden = false;
     const error = $("login-error");
@@ -405,10 +412,12 @@
     for (const item of items) {
       const head = el("div", "patch-head");
       head.append(el("span", "m m-patch", item.op), el("code", "", item.path === null || item.path === undefined ? "(no path)" : item.path));
+      if (item.attribute !== undefined) head.append(el("span", "dim", "→"), el("code", "", item.attribute));
       section.append(head);
       const grid = el("div", "diff");
-      const before = pretty(item.before === undefined ? null : item.before);
-      const after = pretty(item.after === undefined ? null : item.after);
+      // Always JSON, so the string "False" and the boolean false look different.
+      const before = JSON.stringify(item.before === undefined ? null : item.before, null, 2);
+      const after = JSON.stringify(item.after === undefined ? null : item.after, null, 2);
       grid.append(diffSide("before", before, after), diffSide("after", after, before));
       section.append(grid);
     }
@@ -444,7 +453,7 @@
         el("td", "", item.method),
         el("td", "", item.bulkId),
         cellWith(el("span", statusClass(item.status), item.status)),
-        el("td", "", item.resolved === undefined ? "" : pretty(item.resolved)),
+        el("td", "", Array.isArray(item.resolved) ? item.resolved.join(", ") : pretty(item.resolved ?? "")),
       );
       table.append(row);
     }

@@ -1,0 +1,560 @@
+"""Looking Glass: redaction, ring, client detection, and the HTTP API over a stub SCIM app."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Iterable, Iterator
+
+import orjson
+import pytest
+from werkzeug.test import Client, TestResponse
+from werkzeug.wrappers import Request, Response
+
+from scimd import lookingglass as lg
+from scimd import schema, trace
+from scimd.config import Config
+from scimd.lookingglass_http import LookingGlass
+
+TOKEN = "lg-test-token-0123456789"
+SECRET = "hunter2-very-secret"
+R = lg.REDACTED
+SECRETS = lg.Secrets.of([TOKEN])
+
+
+def authorize(environ: dict[str, Any]) -> bool:
+    return environ.get("HTTP_AUTHORIZATION") == f"Bearer {TOKEN}"
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def stub_scim_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    """Echoes the JSON it got, notes decisions like the core does, and crashes on request."""
+    request = Request(environ)
+    if request.path.endswith("/crash"):
+        raise RuntimeError("boom")
+    document = orjson.loads(request.get_data()) if request.get_data() else None
+    trace.note("leniency", text='coerced "False" to false')
+    if request.args.get("filter"):
+        trace.note("filter", tree=request.args["filter"], sql="SELECT id FROM users WHERE user_name = ?",
+                   params=["bjensen"])
+    if request.method == "PATCH" and document:
+        for op in document.get("Operations", []):
+            trace.note("patch", op=op.get("op"), path=op.get("path"), before="old", after=op.get("value"))
+    body = orjson.dumps({"echo": document, "path": request.path})
+    return Response(body, 200, mimetype="application/scim+json", headers={"X-Request-Id": "req-1"})(
+        environ, start_response)
+
+
+def make(**config: Any) -> tuple[LookingGlass, Client]:
+    options = {k: config.pop(k) for k in ("max_streams", "keepalive", "stream_lifetime") if k in config}
+    glass = LookingGlass(stub_scim_app, Config(api_tokens=(TOKEN,), **config), authorize, **options)
+    return glass, Client(glass)
+
+
+def events(client: Client, **params: Any) -> list[dict[str, Any]]:
+    response = client.get("/looking-glass/api/events", query_string=params, headers=AUTH)
+    assert response.status_code == 200, response.text
+    return response.json["events"]
+
+
+def stored_request(document: Any) -> Any:
+    text = lg.redact_body(orjson.dumps(document)).text()
+    assert text is not None
+    return orjson.loads(text)
+
+
+# -- redaction ---------------------------------------------------------------------------
+
+
+def test_password_in_post_and_put_bodies_at_any_depth_and_case() -> None:
+    user = {"userName": "bjensen", "PassWord": SECRET, "name": {"givenName": "Barbara"},
+            "nested": [{"password": SECRET}], f"{schema.USER_URN}:password": SECRET}
+    assert stored_request(user) == {"userName": "bjensen", "PassWord": R, "name": {"givenName": "Barbara"},
+                                    "nested": [{"password": R}], f"{schema.USER_URN}:password": R}
+
+
+def test_every_returned_never_attribute_is_sensitive() -> None:
+    def walk(attrs: Iterable[schema.Attribute]) -> Iterator[schema.Attribute]:
+        for attr in attrs:
+            yield attr
+            yield from walk(attr.sub_attributes)
+
+    never = {a.name.lower() for s in schema.SCHEMAS.values() for a in walk(s.attributes) if a.returned == "never"}
+    assert never and never <= lg.SENSITIVE_NAMES
+    custom = schema.Attribute("creds", schema.COMPLEX, sub_attributes=(
+        schema.Attribute("pin", returned="never"), schema.Attribute("label")))
+    assert lg._never_returned([custom]) == {"pin"}
+
+
+@pytest.mark.parametrize("op", [
+    {"op": "replace", "path": "password", "value": SECRET},
+    {"op": "Replace", "path": "PASSWORD", "value": SECRET},
+    {"op": "add", "path": f"{schema.USER_URN}:password", "value": SECRET},
+    {"op": "replace", "path": "password", "value": {"deep": SECRET}},
+])
+def test_patch_op_with_password_path(op: dict[str, Any]) -> None:
+    patch = {"schemas": [schema.PATCH_OP_URN], "Operations": [op]}
+    assert stored_request(patch)["Operations"][0]["value"] == R
+
+
+def test_patch_value_objects_with_and_without_path() -> None:
+    patch = {"Operations": [
+        {"op": "replace", "value": {"password": SECRET, "active": True}},
+        {"op": "add", "path": "name", "value": {"givenName": "B", "password": SECRET}},
+        {"op": "replace", "value": {f"{schema.USER_URN}:password": SECRET, "name.givenName": "B"}},
+    ]}
+    ops = stored_request(patch)["Operations"]
+    assert ops[0]["value"] == {"password": R, "active": True}
+    assert ops[1]["value"] == {"givenName": "B", "password": R}
+    assert ops[2]["value"] == {f"{schema.USER_URN}:password": R, "name.givenName": "B"}
+
+
+def test_bulk_operation_data() -> None:
+    bulk = {"schemas": [schema.BULK_REQUEST_URN], "Operations": [
+        {"method": "POST", "path": "/Users", "bulkId": "q1", "data": {"userName": "a", "password": SECRET}},
+        {"method": "PATCH", "path": "/Users/1", "data": {"Operations": [
+            {"op": "replace", "path": "password", "value": SECRET}]}},
+    ]}
+    ops = stored_request(bulk)["Operations"]
+    assert ops[0]["data"] == {"userName": "a", "password": R}
+    assert ops[0]["path"] == "/Users"
+    assert ops[1]["data"]["Operations"][0]["value"] == R
+
+
+def test_search_request_filter_values() -> None:
+    search = {"schemas": [schema.SEARCH_REQUEST_URN], "filter": f'userName eq "bj" and password eq "{SECRET}"'}
+    assert SECRET not in stored_request(search)["filter"]
+
+
+def test_unicode_escaped_key_is_still_found() -> None:
+    body = b'{"p\\u0061ssword": "' + SECRET.encode() + b'"}'
+    assert orjson.loads(lg.redact_body(body).text() or "") == {"password": R}
+
+
+def test_token_like_keys_and_configured_tokens() -> None:
+    doc = {"access_token": "x", "Authorization": "Bearer y", "note": f"my token is {TOKEN}", TOKEN: 1}
+    body = lg.redact_body(orjson.dumps(doc), SECRETS)
+    assert TOKEN not in (body.text() or "")
+    assert orjson.loads(body.text() or "") == {"access_token": R, "Authorization": R, "note": f"my token is {R}", R: 1}
+
+
+def test_unparsable_body_naming_a_secret_is_withheld() -> None:
+    body = lg.redact_body(b'{"password": "' + SECRET.encode() + b'", oops')
+    assert SECRET not in (body.text() or "") and (body.text() or "").startswith(R)
+    assert lg.redact_body(b"not json at all").text() == "not json at all"
+    assert TOKEN not in (lg.redact_body(f"plain {TOKEN}".encode(), SECRETS).text() or "")
+
+
+def test_body_without_secrets_is_kept_as_sent() -> None:
+    raw = b'{ "userName" : "bjensen" }'
+    kept = lg.redact_body(raw)
+    assert kept.data is raw and kept.text() == '{ "userName" : "bjensen" }' and not kept.truncated
+    assert lg.redact_body(b"").text() is None
+
+
+def test_redaction_never_modifies_its_input() -> None:
+    doc = {"password": SECRET, "Operations": [{"op": "replace", "path": "password", "value": SECRET}]}
+    snapshot = orjson.dumps(doc)
+    lg.redact_json(doc)
+    lg.redact_decision({"kind": "patch", "path": "password", "before": doc, "after": doc})
+    assert orjson.dumps(doc) == snapshot
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("access_token=abc&count=2", "access_token=[redacted]&count=2"),
+    ("token=abc", "token=[redacted]"),
+    ("ticket=abc", "ticket=[redacted]"),
+    ("Access_Token=abc", "Access_Token=[redacted]"),
+    ("password=abc", "password=[redacted]"),
+    ("filter=userName%20eq%20%22bj%22", "filter=userName%20eq%20%22bj%22"),
+    ("filter=password+eq+%22abc%22", 'filter=password%20eq%20%22[redacted]%22'),
+    (f"x={TOKEN}", "x=[redacted]"),
+    ("attributes=password", "attributes=password"),
+    ("", ""),
+])
+def test_query_strings(query: str, expected: str) -> None:
+    assert lg.redact_query(query, SECRETS) == expected
+
+
+def test_decisions_before_after_and_filter() -> None:
+    patch = lg.redact_decision({"kind": "patch", "op": "replace", "path": "password", "before": "old", "after": SECRET})
+    assert patch == {"kind": "patch", "op": "replace", "path": "password", "before": R, "after": R}
+    whole = lg.redact_decision({"kind": "patch", "op": "replace", "path": None,
+                                "before": {"password": "old"}, "after": {"password": SECRET, "active": True}})
+    assert whole["after"] == {"password": R, "active": True} and whole["before"] == {"password": R}
+    no_path = lg.redact_decision({"kind": "patch", "op": "replace", "path": "(no path)", "attribute": "password",
+                                  "before": "old", "after": SECRET})
+    assert no_path["before"] == R and no_path["after"] == R
+    found = lg.redact_decision({"kind": "filter", "tree": f'password eq "{SECRET}"',
+                                "sql": "SELECT id FROM users WHERE password = ?", "params": [SECRET]})
+    assert SECRET not in orjson.dumps(found).decode() and found["params"] == [R]
+    harmless = {"kind": "filter", "tree": 'userName eq "bj"', "sql": "... = ?", "params": ["bj"]}
+    assert lg.redact_decision(harmless) == harmless
+    lenient = lg.redact_decision({"kind": "leniency", "text": f"trimmed '{SECRET}' for 'password'"})
+    assert SECRET not in lenient["text"]
+    assert lg.redact_decision({"kind": "leniency", "text": 'coerced "False" to false'})["text"] == 'coerced "False" to false'
+
+
+# -- truncation --------------------------------------------------------------------------
+
+
+def test_bodies_are_cut_at_64_kib_and_say_so() -> None:
+    exact = b"x" * lg.BODY_LIMIT
+    assert lg.redact_body(exact).truncated is False
+    big = orjson.dumps({"members": [{"value": f"user-{i}"} for i in range(10_000)]})
+    body = lg.redact_body(big)
+    assert body.truncated and body.size == len(big) and len((body.text() or "").encode()) <= lg.BODY_LIMIT
+
+
+def test_truncated_body_is_redacted_before_the_cut() -> None:
+    big = orjson.dumps({"password": SECRET, "filler": "y" * 100_000})
+    body = lg.redact_body(big)
+    assert body.truncated and SECRET not in (body.text() or "") and R in (body.text() or "")
+
+
+def test_secret_straddling_the_cut_is_not_half_kept() -> None:
+    head = b"z" * (lg.BODY_LIMIT - 5)
+    body = lg.redact_body(head + TOKEN.encode() + b"tail" * 100, SECRETS)
+    assert TOKEN[:5] not in (body.text() or "")[-10:]
+
+
+# -- client detection --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("agent", "body", "query", "client"), [
+    ("Microsoft Azure AD SCIM provisioning 1.0.0", b"", "", "Entra"),
+    ("Okta SCIM Client 1.0.0", b"", "", "Okta"),
+    ("SailPoint IdentityNow", b"", "", "SailPoint"),
+    ("OneLogin SCIM", b"", "", "OneLogin"),
+    ("JumpCloud/1.0", b"", "", "JumpCloud"),
+    ("Google-Auto-Provisioning", b"", "", "Google"),
+    ("PingFederate/11", b"", "", "Ping"),
+    ("", b"", "aadOptscim062020", "Entra"),
+    ("", b'{"Operations":[{"op":"Replace","path":"active","value":"False"}]}', "", "Entra"),
+    ("", b'{"schemas":["http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"]}', "", "Entra"),
+    ("", b'{"schemas":["urn:scim:schemas:core:1.0"]}', "", "OneLogin"),
+    ("", b'{"Operations":[{"op":"replace"}]}', "", "unknown"),
+    ("curl/8.5.0", b"", "", "curl"),
+    ("python-httpx/0.27", b"", "", "python-httpx"),
+])
+def test_detect_client(agent: str, body: bytes, query: str, client: str) -> None:
+    assert lg.detect_client(agent, body, query) == client
+
+
+# -- ring --------------------------------------------------------------------------------
+
+
+def event(**overrides: Any) -> lg.Event:
+    fields: dict[str, Any] = dict(
+        started=1704067200.0, client_address="10.0.0.1", user_agent="Okta SCIM Client", method="PATCH",
+        path="/scim/v2/Users/1", query="", status=200, duration_ms=1.23456, request_id="r1",
+        request_type="application/scim+json", request_body=b'{"Operations":[]}',
+        response_type="application/scim+json", response_body=b"{}", decisions=[{"kind": "leniency", "text": "x"}])
+    return lg.Event.capture(**{**fields, **overrides})
+
+
+def seqs(events: list[lg.Event]) -> list[int]:
+    return [e.seq for e in events]
+
+
+def test_ring_is_bounded_and_sequenced() -> None:
+    ring = lg.EventRing(3)
+    assert ring.since(0) == []
+    for i in range(5):
+        assert ring.append(event()) == i + 1
+    assert seqs(ring.since(0)) == [3, 4, 5]
+    assert seqs(ring.since(3)) == [4, 5]
+    assert seqs(ring.since(0, limit=2)) == [3, 4]
+    assert ring.since(5) == [] and ring.since(99) == []
+
+
+def test_wait_since_times_out_then_wakes_on_append() -> None:
+    ring = lg.EventRing(10)
+    started = time.monotonic()
+    assert ring.wait_since(0, timeout=0.05) == []
+    assert time.monotonic() - started >= 0.04
+    threading.Timer(0.05, ring.append, args=(event(),)).start()
+    assert seqs(ring.wait_since(0, timeout=5)) == [1]
+
+
+def test_close_wakes_waiters() -> None:
+    ring = lg.EventRing(10)
+    threading.Timer(0.05, ring.close).start()
+    started = time.monotonic()
+    assert ring.wait_since(0, timeout=5) == [] and ring.closed
+    assert time.monotonic() - started < 4
+
+
+def test_event_shape() -> None:
+    ring = lg.EventRing(10)
+    ring.append(event())
+    ring.append(captured := event())
+    assert orjson.loads(captured.to_json()) == {
+        "seq": 2, "time": "2024-01-01T00:00:00.000000Z", "requestId": "r1", "clientAddress": "10.0.0.1",
+        "userAgent": "Okta SCIM Client", "client": "Okta", "method": "PATCH", "path": "/scim/v2/Users/1",
+        "query": "", "resource": "Users", "status": 200, "durationMs": 1.235,
+        "request": {"contentType": "application/scim+json", "body": '{"Operations":[]}', "size": 17, "truncated": False},
+        "response": {"contentType": "application/scim+json", "body": "{}", "size": 2, "truncated": False},
+        "decisions": [{"kind": "leniency", "text": "x"}],
+    }
+    assert captured.to_json() is captured.to_json()  # rendered once
+
+
+def test_capture_redacts_every_field_and_snapshots_decisions() -> None:
+    params = ["bjensen"]
+    captured = event(user_agent=f"agent {TOKEN}", path=f"/scim/v2/Users/{TOKEN}", query=f"token={TOKEN}",
+                     request_body=orjson.dumps({"password": SECRET}), response_body=orjson.dumps({"password": SECRET}),
+                     decisions=[{"kind": "filter", "tree": "x", "params": params}], secrets=SECRETS)
+    params.append("changed later by the core")
+    text = captured.to_json().decode()
+    assert TOKEN not in text and SECRET not in text and "changed later" not in text
+
+
+def test_response_is_searched_for_never_returned_names_in_canonical_case() -> None:
+    leaked = orjson.dumps({"Resources": [{"userName": "a", f"{schema.USER_URN}:password": SECRET, "password": SECRET}]})
+    assert SECRET not in (lg.redact_body(leaked, response=True).text() or "")
+    error = orjson.dumps({"status": "400", "detail": f"'{SECRET}' is not a valid value for 'password'"})
+    assert SECRET not in (lg.redact_body(error, response=True).text() or "")
+    listing = b'{"Resources":[{"userName":"token-holder","displayName":"Ticket desk"}]}'
+    assert lg.redact_body(listing, response=True).data is listing
+
+
+@pytest.mark.parametrize(("path", "resource"), [
+    ("/scim/v2/Users", "Users"), ("/scim/v2/Groups/abc", "Groups"), ("/scim/v2/Bulk", "Bulk"),
+    ("/scim/v2/.search", ".search"), ("/scim/v2", "root"),
+])
+def test_resource_of(path: str, resource: str) -> None:
+    assert lg.resource_of(path) == resource
+
+
+def test_tickets_verify_and_expire() -> None:
+    signer = lg.TicketSigner()
+    ticket, expires = signer.issue()
+    assert signer.verify(ticket) and expires.endswith("Z")
+    assert not signer.verify(ticket + "x") and not signer.verify("") and not signer.verify("1.2.3")
+    assert not lg.TicketSigner().verify(ticket)  # another process's key
+    assert not lg.TicketSigner(ttl=0).verify(lg.TicketSigner(ttl=0).issue()[0])
+    stale = lg.TicketSigner(ttl=-1)
+    assert not stale.verify(stale.issue()[0])
+
+
+# -- HTTP: capture -----------------------------------------------------------------------
+
+
+def test_capture_records_the_exchange_redacted() -> None:
+    glass, client = make()
+    user = {"userName": "bjensen", "password": SECRET}
+    response = client.post("/scim/v2/Users?access_token=abc", json=user,
+                           headers={**AUTH, "User-Agent": "Okta SCIM Client 1.0.0", "X-Other": "kept-out"})
+    assert response.json["echo"] == user  # the app still read the whole body
+    [event] = events(client)
+    assert event["seq"] == 1 and event["status"] == 200 and event["requestId"] == "req-1"
+    assert event["client"] == "Okta" and event["method"] == "POST" and event["resource"] == "Users"
+    assert event["query"] == "access_token=[redacted]"
+    assert orjson.loads(event["request"]["body"]) == {"userName": "bjensen", "password": R}
+    assert orjson.loads(event["response"]["body"])["echo"]["password"] == R
+    assert event["decisions"] == [{"kind": "leniency", "text": 'coerced "False" to false'}]
+    stored = orjson.dumps(event).decode()
+    for leak in (SECRET, TOKEN, "kept-out", "abc"):
+        assert leak not in stored
+
+
+def test_capture_attaches_patch_and_filter_decisions() -> None:
+    _, client = make()
+    patch = {"Operations": [{"op": "replace", "path": "password", "value": SECRET},
+                            {"op": "replace", "path": "displayName", "value": "Babs"}]}
+    client.patch("/scim/v2/Users/1", json=patch, headers=AUTH)
+    client.get("/scim/v2/Users", query_string={"filter": 'userName eq "bjensen"'}, headers=AUTH)
+    first, second = events(client)
+    patches = [d for d in first["decisions"] if d["kind"] == "patch"]
+    assert patches == [{"kind": "patch", "op": "replace", "path": "password", "before": R, "after": R},
+                       {"kind": "patch", "op": "replace", "path": "displayName", "before": "old", "after": "Babs"}]
+    [found] = [d for d in second["decisions"] if d["kind"] == "filter"]
+    assert found["params"] == ["bjensen"] and "user_name = ?" in found["sql"]
+
+
+def test_unhandled_exception_is_recorded_and_propagates() -> None:
+    glass, client = make()
+    with pytest.raises(RuntimeError):
+        client.get("/scim/v2/crash", headers=AUTH)
+    assert glass.ring is not None and [e["status"] for e in events(client)] == [500]
+
+
+def test_a_capture_failure_never_fails_the_request(caplog: pytest.LogCaptureFixture) -> None:
+    def noting_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        trace.note("odd", value=2**70)  # orjson cannot encode it
+        start_response("200 OK", [("Content-Type", "application/scim+json")])
+        return [b"{}"]
+
+    glass = LookingGlass(noting_app, Config(), authorize)
+    assert Client(glass).get("/scim/v2/Users").status_code == 200
+    assert glass.ring is not None and glass.ring.last_seq == 0
+    assert "could not record GET /scim/v2/Users" in caplog.text
+
+
+def test_only_scim_paths_are_captured() -> None:
+    glass, client = make()
+    client.get("/healthz")
+    client.get("/scim/v2x")
+    client.get("/looking-glass/api/events", headers=AUTH)
+    assert glass.ring is not None and glass.ring.last_seq == 0
+
+
+def test_oversized_declared_body_is_left_to_the_app() -> None:
+    _, client = make(max_body_bytes=1024)
+    client.post("/scim/v2/Users", data=b'{"userName":"' + b"x" * 2000 + b'"}', content_type="application/json",
+                headers=AUTH)
+    [event] = events(client)
+    assert event["request"]["body"] is None
+
+
+def test_disabled_captures_nothing_and_hides_every_route() -> None:
+    glass, client = make(looking_glass=False)
+    assert client.post("/scim/v2/Users", json={"userName": "a"}).status_code == 200
+    assert glass.ring is None
+    for path in ("/looking-glass", "/looking-glass/", "/looking-glass/looking-glass.js",
+                 "/looking-glass/api/events", "/looking-glass/api/stream", "/looking-glass/anything"):
+        assert client.get(path, headers=AUTH).status_code == 404, path
+    assert client.post("/looking-glass/api/ticket", headers=AUTH).status_code == 404
+
+
+# -- HTTP: API and auth ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}])
+def test_api_needs_the_bearer_token(headers: dict[str, str]) -> None:
+    _, client = make()
+    for response in (client.get("/looking-glass/api/events", headers=headers),
+                     client.get("/looking-glass/api/stream", headers=headers),
+                     client.post("/looking-glass/api/ticket", headers=headers)):
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="scimd"'
+        assert response.json["status"] == 401
+
+
+def test_events_since_and_limit() -> None:
+    _, client = make()
+    for i in range(5):
+        client.get(f"/scim/v2/Users/{i}", headers=AUTH)
+    response = client.get("/looking-glass/api/events?since=1&limit=2", headers=AUTH)
+    assert [e["seq"] for e in response.json["events"]] == [2, 3]
+    assert response.json["lastSeq"] == 5 and response.json["capacity"] == 500
+    assert response.headers["Cache-Control"] == "no-store"
+    assert [e["seq"] for e in events(client, since=3)] == [4, 5]
+
+
+@pytest.mark.parametrize("query", ["since=-1", "since=abc", "since=%C2%B2", "limit=0", "limit=1001", "limit=1.5"])
+def test_events_bad_params(query: str) -> None:
+    _, client = make()
+    response = client.get(f"/looking-glass/api/events?{query}", headers=AUTH)
+    assert response.status_code == 400 and response.json["detail"]
+
+
+def test_viewer_and_assets() -> None:
+    _, client = make()
+    redirect = client.get("/looking-glass")
+    assert redirect.status_code == 308 and redirect.headers["Location"] == "/looking-glass/"
+    page = client.get("/looking-glass/")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    html = page.text
+    assert "<script>" not in html and "<style" not in html and "http" not in html.split("<body>")[0]
+    assert client.get("/looking-glass/looking-glass.js").mimetype == "text/javascript"
+    assert client.get("/looking-glass/looking-glass.css").mimetype == "text/css"
+    assert client.get("/looking-glass/nope").status_code == 404
+    assert client.get("/looking-glass/api/ticket", headers=AUTH).status_code == 405
+    assert client.post("/looking-glass/api/events", headers=AUTH).status_code == 405
+
+
+def test_viewer_never_uses_inner_html_or_local_storage() -> None:
+    _, client = make()
+    script = client.get("/looking-glass/looking-glass.js").text
+    for forbidden in ("innerHTML", "outerHTML", "insertAdjacentHTML", "localStorage", "document.write", "eval("):
+        assert forbidden not in script
+
+
+# -- HTTP: Server-Sent Events ------------------------------------------------------------
+
+
+def read_stream(response: TestResponse, until: str, timeout: float = 5.0) -> str:
+    """Read the SSE body in a thread until `until` shows up; fail instead of hanging."""
+    chunks: queue.Queue[bytes | None] = queue.Queue()
+
+    def pump() -> None:
+        for chunk in response.response:
+            chunks.put(chunk)
+            if until.encode() in chunk:
+                break
+        chunks.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    text = ""
+    deadline = time.monotonic() + timeout
+    while until not in text:
+        chunk = chunks.get(timeout=max(0.01, deadline - time.monotonic()))
+        if chunk is None:
+            break
+        text += chunk.decode()
+    return text
+
+
+def open_stream(client: Client, query: str = "", headers: dict[str, str] | None = None) -> TestResponse:
+    return client.get(f"/looking-glass/api/stream{query}", headers=AUTH if headers is None else headers,
+                      buffered=False)
+
+
+def test_stream_yields_appended_events() -> None:
+    _, client = make(keepalive=0.05, stream_lifetime=5)
+    stream = open_stream(client)
+    assert stream.status_code == 200 and stream.mimetype == "text/event-stream"
+    threading.Timer(0.1, lambda: client.get("/scim/v2/Users/7", headers=AUTH)).start()
+    text = read_stream(stream, "/scim/v2/Users/7")
+    stream.close()
+    assert ": keep-alive" in text and "id: 1\ndata: {" in text
+    data = next(line for line in text.splitlines() if line.startswith("data: "))
+    assert orjson.loads(data[len("data: "):])["path"] == "/scim/v2/Users/7"
+
+
+def test_stream_resumes_from_last_event_id_and_ends() -> None:
+    _, client = make(keepalive=0.05, stream_lifetime=0.3)
+    for i in range(3):
+        client.get(f"/scim/v2/Users/{i}", headers=AUTH)
+    stream = open_stream(client, headers={**AUTH, "Last-Event-ID": "1"})
+    text = b"".join(stream.response).decode()  # ends by itself after its lifetime
+    assert "id: 1\n" not in text and "id: 2\n" in text and "id: 3\n" in text
+    assert "retry: " in text
+    assert open_stream(client, headers={**AUTH, "Last-Event-ID": "x"}).status_code == 400
+
+
+def test_stream_with_ticket_instead_of_header() -> None:
+    _, client = make(keepalive=0.05, stream_lifetime=0.2)
+    client.get("/scim/v2/Users/1", headers=AUTH)
+    issued = client.post("/looking-glass/api/ticket", headers=AUTH).json
+    assert set(issued) == {"ticket", "expires"} and TOKEN not in issued["ticket"]
+    stream = open_stream(client, f"?ticket={issued['ticket']}&since=0", headers={})
+    assert stream.status_code == 200 and "id: 1\n" in b"".join(stream.response).decode()
+    assert open_stream(client, "?ticket=forged.x.y", headers={}).status_code == 401
+
+
+def test_stream_cap_answers_503_and_frees_slots_on_close() -> None:
+    _, client = make(max_streams=2, keepalive=0.05, stream_lifetime=5)
+    first, second = open_stream(client), open_stream(client)
+    refused = open_stream(client)
+    assert refused.status_code == 503 and refused.headers["Retry-After"]
+    first.close()
+    third = open_stream(client)
+    assert third.status_code == 200
+    second.close()
+    third.close()
+
+
+def test_shutdown_ends_open_streams() -> None:
+    glass, client = make(keepalive=5, stream_lifetime=30)
+    stream = open_stream(client)
+    threading.Timer(0.1, glass.shutdown).start()
+    started = time.monotonic()
+    b"".join(stream.response)
+    assert time.monotonic() - started < 4
