@@ -66,7 +66,8 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from scimd.app import create_app
+    from scimd.app import ScimApp
+    from scimd.lookingglass_http import LookingGlass
     from scimd.server import serve
     from scimd.store import StorageError, Store
 
@@ -80,8 +81,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (OSError, StorageError) as exc:
         print(f"scimd: cannot open the data directory: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    app = create_app(config, store)
-    return serve(app, config, on_reload=app.reload_tokens, on_stop=store.close)
+    scim = ScimApp(config, store)
+    app = LookingGlass(scim, config, scim.authorize)
+    return serve(app, config, on_reload=scim.reload_tokens, on_stopping=app.shutdown, on_stop=store.close)
 
 
 def make_data_dir(config: Config) -> None:

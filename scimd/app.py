@@ -18,6 +18,7 @@ from scimd import __version__, discovery, errors, search
 from scimd.bulk import run_bulk
 from scimd.config import Config, read_token_file
 from scimd.directory import Directory, Outcome, Precondition
+from scimd.lookingglass_http import LookingGlass
 from scimd.ratelimit import RateLimiter, retry_after
 from scimd.resource import Projection, parse_projection
 from scimd.schema import GROUP_TYPE, RESOURCE_TYPES, SCHEMAS, USER_TYPE, ResourceType
@@ -267,5 +268,8 @@ def _written(outcome: Outcome, status: int, headers: dict[str, str] | None = Non
     return json_response(outcome.resource, status, headers=headers)
 
 
-def create_app(config: Config, store: Store) -> ScimApp:
-    return ScimApp(config, store)
+def create_app(config: Config, store: Store) -> LookingGlass:
+    """The WSGI application to serve: the SCIM app inside the Looking Glass capture layer (which
+    passes everything through untouched when SCIM_LOOKING_GLASS=false)."""
+    scim = ScimApp(config, store)
+    return LookingGlass(scim, config, scim.authorize)

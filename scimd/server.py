@@ -53,9 +53,10 @@ def build_server(app: Any, config: Config) -> Any:
     )
 
 
-def serve(app: Any, config: Config, on_reload: Any, on_stop: Any) -> int:
-    """Run until SIGTERM/SIGINT, then stop accepting, let in-flight requests finish and their
-    responses go out, and call `on_stop` to close the database cleanly."""
+def serve(app: Any, config: Config, on_reload: Any, on_stopping: Any, on_stop: Any) -> int:
+    """Run until SIGTERM/SIGINT, then stop accepting, call `on_stopping` (ends Looking Glass
+    streams), let in-flight requests finish and their responses go out, and call `on_stop` to
+    close the database cleanly."""
     server = build_server(app, config)
     stopping = threading.Event()
 
@@ -79,6 +80,7 @@ def serve(app: Any, config: Config, on_reload: Any, on_stop: Any) -> int:
     try:
         _run_until(server, stopping)
         notify_systemd("STOPPING=1")
+        on_stopping()
         _drain(server, DRAIN_SECONDS)
     finally:
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)

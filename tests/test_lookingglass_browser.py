@@ -7,25 +7,22 @@ HTTP only, so pointing that fixture at the real scimd app changes nothing below 
 from __future__ import annotations
 
 import shutil
-import threading
 import urllib.request
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import orjson
 import pytest
-from werkzeug.wrappers import Request, Response
 
-from scimd import schema, trace
-from scimd.config import Config
-from scimd.lookingglass_http import LookingGlass
+from scimd import schema
+from tests.conftest import TOKEN as DAEMON_TOKEN
+from tests.conftest import Daemon
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TOKEN = "browser-test-token-3f9a1c"
 PASSWORD = "Tr0ub4dor&3-browser"
 
 
@@ -35,43 +32,14 @@ class Server:
     token: str
 
 
-def stub_scim_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-    """Just enough SCIM for the requests below, noting decisions the way the core does."""
-    request = Request(environ)
-    if request.headers.get("Authorization") != f"Bearer {TOKEN}":
-        return Response(b'{"status":"401"}', 401, mimetype="application/scim+json")(environ, start_response)
-    document = orjson.loads(request.get_data()) if request.get_data() else {}
-    status, body = 200, {"schemas": [schema.USER_URN], "id": "2819c223", "userName": "bjensen"}
-    if request.method == "POST":
-        status, body = 201, {**{k: v for k, v in document.items() if k != "password"}, "id": "2819c223"}
-    elif request.method == "PATCH":
-        for op in document["Operations"]:
-            trace.note("patch", op=op["op"], path=op.get("path"), before="Barbara", after=op.get("value"))
-        body["displayName"] = "Babs"
-    elif "filter" in request.args:
-        trace.note("filter", tree=request.args["filter"], sql="SELECT id FROM resources WHERE user_name_key = ?",
-                   params=["bjensen"])
-        body = {"schemas": [schema.LIST_RESPONSE_URN], "totalResults": 1, "Resources": [body]}
-    return Response(orjson.dumps(body), status, mimetype="application/scim+json",
-                    headers={"X-Request-Id": "stub"})(environ, start_response)
-
-
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    """The one place that decides what runs: a waitress server on a free port."""
-    waitress = pytest.importorskip("waitress")
-    app = LookingGlass(stub_scim_app, Config(api_tokens=(TOKEN,)),
-                       lambda environ: environ.get("HTTP_AUTHORIZATION") == f"Bearer {TOKEN}")
-    httpd = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
-    thread = threading.Thread(target=httpd.run, daemon=True)
-    thread.start()
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The one place that decides what runs: the real scimd daemon, Looking Glass on."""
+    daemon = Daemon(tmp_path_factory.mktemp("looking-glass") / "data", SCIM_LOOKING_GLASS="true").start()
     try:
-        yield Server(f"http://127.0.0.1:{httpd.effective_port}", TOKEN)
+        yield Server(daemon.base, DAEMON_TOKEN)
     finally:
-        app.shutdown()  # open streams end now instead of holding worker threads for a minute
-        httpd.task_dispatcher.shutdown()  # let workers finish writing before the sockets close
-        httpd.close()
-        thread.join(timeout=10)
+        daemon.stop()
 
 
 @pytest.fixture(scope="module")
