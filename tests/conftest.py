@@ -86,6 +86,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _measured() -> bool:
+    """True when this test run is under coverage: then the daemons it starts are measured too."""
+    coverage = sys.modules.get("coverage")
+    return bool(coverage and coverage.Coverage.current())
+
+
 class Daemon:
     """The real scimd process, started with `python -m scimd serve` on 127.0.0.1."""
 
@@ -98,8 +104,7 @@ class Daemon:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 15.0) -> Daemon:
-        cov = ["-m", "coverage", "run", "--rcfile", str(ROOT / "pyproject.toml")] if os.environ.get(
-            "COVERAGE_PROCESS_START") or os.environ.get("SCIMD_COVERAGE") else []
+        cov = ["-m", "coverage", "run", "--rcfile", str(ROOT / "pyproject.toml")] if _measured() else []
         self.process = subprocess.Popen([sys.executable, *cov, "-m", "scimd", "serve"], env=self.env,
                                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
