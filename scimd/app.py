@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import threading
 import time
 from typing import Any, Callable, Iterable
 
@@ -79,7 +78,6 @@ class ScimApp:
         self.cors = Cors(config.cors_origins)
         self.limiter = RateLimiter(config.rate_limit) if config.rate_limit else None
         self._tokens = tuple(t.encode() for t in (*config.api_tokens, *config.file_tokens))
-        self._tokens_lock = threading.Lock()
         # Werkzeug's own cap is the larger of the two limits; scim_json() applies the one that fits the endpoint.
         self.request_class = type("Request", (ScimRequest,), {
             "max_content_length": max(config.max_body_bytes, config.bulk_max_payload)})
@@ -123,13 +121,9 @@ class ScimApp:
 
     # -- auth ------------------------------------------------------------------------------
 
-    @property
-    def auth_enabled(self) -> bool:
-        return self.config.auth_enabled
-
     def authorize(self, environ: dict[str, Any]) -> bool:
         """Bearer token check (RFC 6750 §2.1), scheme case-insensitive, constant-time compare."""
-        if not self.auth_enabled:
+        if not self.config.auth_enabled:
             return True
         scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -142,8 +136,7 @@ class ScimApp:
         """SIGHUP: re-read SCIM_API_TOKEN_FILE so a rotated token takes effect without a restart."""
         file_tokens = read_token_file(self.config.token_file) if self.config.token_file else ()
         tokens = (*self.config.api_tokens, *file_tokens)
-        with self._tokens_lock:
-            self._tokens = tuple(t.encode() for t in tokens)
+        self._tokens = tuple(t.encode() for t in tokens)  # one assignment: readers see old or new, never half
         log.info("reloaded %d API token(s)", len(tokens))
 
     # -- health and discovery --------------------------------------------------------------
@@ -200,13 +193,14 @@ class ScimApp:
 
     def _create(self, request: ScimRequest, segment: str) -> Response:
         rtype = _TYPES_BY_SEGMENT[segment]
-        outcome = self.directory.create(rtype, request.scim_json(self.config.max_body_bytes), _projection(request, rtype))
+        body = request.scim_json(self.config.max_body_bytes)
+        outcome = self.directory.create(rtype, body, _projection(request, rtype))
         return _written(outcome, 201, {"Location": outcome.location})
 
     def _replace(self, request: ScimRequest, segment: str, rid: str) -> Response:
         rtype = _TYPES_BY_SEGMENT[segment]
-        outcome = self.directory.replace(rtype, rid, request.scim_json(self.config.max_body_bytes), _precondition(request),
-                                         _projection(request, rtype))
+        body = request.scim_json(self.config.max_body_bytes)
+        outcome = self.directory.replace(rtype, rid, body, _precondition(request), _projection(request, rtype))
         return _written(outcome, 200)
 
     def _patch(self, request: ScimRequest, segment: str, rid: str) -> Response:

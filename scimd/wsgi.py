@@ -32,12 +32,11 @@ class ScimRequest(Request):
 
     max_content_length = 1_048_576
 
-    def scim_json(self, limit: int | None = None) -> Any:
+    def scim_json(self, limit: int) -> Any:
         """The body as JSON, for application/scim+json or application/json (RFC 7644 §3.1).
 
         A body over `limit` bytes is refused from its Content-Length, before it is read.
         """
-        limit = limit or self.max_content_length
         if self.content_length is not None and self.content_length > limit:
             raise errors.PayloadTooLarge(f"The request body is larger than {limit} bytes.")
         mimetype = self.mimetype
