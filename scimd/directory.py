@@ -17,7 +17,7 @@ from scimd.discovery import CURSOR_TIMEOUT_SECONDS
 from scimd.filter import FilterError, to_text
 from scimd.patch import MemberChanges, apply_patch, parse_patch_request
 from scimd.resource import Draft, Projection, parse_projection, parse_resource, project, render
-from scimd.schema import GROUP_TYPE, LIST_RESPONSE_URN, ResourceType
+from scimd.schema import GROUP_TYPE, LIST_RESPONSE_URN, USER_TYPE, ResourceType
 from scimd.search import Search
 from scimd.sql import Page, SortError, find
 from scimd.store import MemberRef, Row, Store, Tx, load_memberships
@@ -169,6 +169,11 @@ class Directory:
     def delete(self, rtype: ResourceType, rid: str, precondition: Precondition | None, tx: Tx | None = None) -> None:
         with self._writing(tx) as tx:
             self._current(tx, rtype, rid, precondition)
+            # The groups it leaves lose a member, a real modification of theirs: their version
+            # moves too, so a client's If-Match with the old ETag fails (RFC 7644 §3.14).
+            parents = tx.memberships(USER_TYPE, [rid])[rid]  # the groups holding rid, User or Group
+            for row in filter(None, (tx.get(GROUP_TYPE, parent.id) for parent in parents)):
+                tx.touch(row)
             tx.delete(rid)
 
     # -- helpers ---------------------------------------------------------------------------
