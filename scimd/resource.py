@@ -61,6 +61,10 @@ def normalize_single(attr: Attribute, value: Any, where: str) -> Any:
         return _number(attr, value, where)
     if not isinstance(value, str):
         raise errors.InvalidValue(f"'{where}' must be a string, got {_json_type(value)}.")
+    if "\x00" in value:
+        # JSON allows \u0000, but a NUL cuts the value short in the C-string tools downstream
+        # (LDAP, shells, the sqlite3 CLI), so "admin\u0000x" could pass for "admin" there.
+        raise errors.InvalidValue(f"'{where}' must not contain the NUL character (U+0000).")
     if value == "":
         # Entra's null-update test and OneLogin templates send "" for "no value" (E16, OL1).
         return None
