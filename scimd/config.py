@@ -124,7 +124,7 @@ def read_token_file(path: Path) -> tuple[str, ...]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"SCIM_API_TOKEN_FILE={path}: cannot read: {exc.strerror or exc}") from exc
+        raise ConfigError(f"SCIM_API_TOKEN_FILE={path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
     tokens = tuple(line.strip() for line in lines if line.strip() and not line.strip().startswith("#"))
     if not tokens:
         raise ConfigError(f"SCIM_API_TOKEN_FILE={path}: holds no token")
