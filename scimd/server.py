@@ -11,9 +11,14 @@ import threading
 import time
 from typing import Any
 
+import orjson
 from waitress import wasyncore
-from waitress.server import create_server
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.server import TcpWSGIServer
+from waitress.task import ErrorTask
 
+from scimd import errors
 from scimd.config import Config, ConfigError
 
 log = logging.getLogger("scimd")
@@ -34,11 +39,102 @@ def notify_systemd(state: str) -> None:
         log.warning("could not notify systemd: %s", exc)
 
 
-def build_server(app: Any, config: Config) -> Any:
-    """A waitress server whose limits keep idle or slow clients from starving real ones
-    (pitfalls: waitress connection_limit, channel_timeout)."""
-    return create_server(
-        app,
+class _ErrorTask(ErrorTask):
+    """waitress's own refusals (a bad request line, a body over the limit, headers too large),
+    sent as SCIM Error bodies like every other error (RFC 7644 §3.12)."""
+
+    DETAILS = {413: "The request body is larger than this server accepts.",
+               431: "The request header fields are too large."}
+
+    def execute(self) -> None:
+        refusal = self.request.error
+        error = errors.ScimError(self.DETAILS.get(refusal.code, f"{refusal.reason}: {refusal.body}."))
+        error.status = refusal.code
+        body = orjson.dumps(error.to_json())
+        self.status = f"{refusal.code} {refusal.reason}"
+        self.response_headers.append(("Content-Type", "application/scim+json; charset=utf-8"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _Channel(HTTPChannel):
+    """A connection that remembers when the request it is still receiving began, so a client
+    that trickles bytes (slowloris) cannot hold it forever: waitress's channel_timeout counts
+    only silence, and every byte resets it."""
+
+    error_task_class = _ErrorTask
+    request_started: float | None = None  # time.time() of the first byte of an incomplete request
+
+    def received(self, data: bytes) -> bool:
+        if self.request is None and data:
+            self.request_started = time.time()
+        result: bool = super().received(data)
+        if self.request is None:
+            self.request_started = None
+        return result
+
+    def waiting_since(self) -> float | None:
+        """When this connection began waiting on its client, or None while it has work in hand
+        (a request in a worker, a response to flush) or is closing already."""
+        if self.requests or self.total_outbufs_len or self.will_close or self.close_when_flushed:
+            return None
+        return self.request_started if self.request is not None else self.last_activity
+
+
+class _Server(TcpWSGIServer):
+    """waitress's TCP server with two defences of the connection limit
+    (pitfalls: waitress connection_limit, channel_timeout):
+
+    - a request must arrive whole within channel_timeout of its first byte;
+    - at the limit, a new connection takes the place of the one that has waited longest on its
+      client (idle keep-alive or a request still arriving), as nginx reuses idle keep-alive
+      connections; only when every connection has work in hand does accepting pause.
+    """
+
+    channel_class = _Channel
+
+    def maintenance(self, now: float) -> None:
+        super().maintenance(now)
+        cutoff = now - self.adj.channel_timeout
+        for channel in list(self.active_channels.values()):
+            started = channel.request_started
+            if started is not None and started < cutoff and not channel.requests:
+                channel.will_close = True
+
+    def readable(self) -> bool:
+        now = time.time()
+        if now >= self.next_channel_cleanup:
+            self.next_channel_cleanup = now + self.adj.cleanup_interval
+            self.maintenance(now)
+        if not self.accepting:
+            return False
+        full = len(self._map) >= self.adj.connection_limit and self._longest_waiting() is None
+        if full and not self.in_connection_overflow:
+            log.warning("every connection is busy at the connection limit (%d): not accepting for now",
+                        self.adj.connection_limit)
+        elif self.in_connection_overflow and not full:
+            log.info("accepting connections again")
+        self.in_connection_overflow = full
+        return not full
+
+    def handle_accept(self) -> None:
+        if len(self._map) >= self.adj.connection_limit:
+            victim = self._longest_waiting()
+            if victim is not None:
+                victim.will_close = True
+        super().handle_accept()
+
+    def _longest_waiting(self) -> _Channel | None:
+        waiting = [(since, channel) for channel in self.active_channels.values()
+                   if (since := channel.waiting_since()) is not None]
+        return min(waiting, key=lambda pair: pair[0])[1] if waiting else None
+
+
+def build_server(app: Any, config: Config) -> _Server:
+    """The waitress server for `config`, its limits set so idle or slow clients cannot starve
+    real ones."""
+    adj = Adjustments(
         host=config.host or "0.0.0.0",
         port=config.port,
         threads=config.threads,
@@ -47,10 +143,15 @@ def build_server(app: Any, config: Config) -> Any:
         cleanup_interval=max(1, min(10, config.channel_timeout // 2)),
         asyncore_use_poll=True,
         max_request_header_size=65_536,
-        max_request_body_size=max(config.max_body_bytes, config.bulk_max_payload),
+        # waitress refuses a body of max_request_body_size bytes or more; the limit itself is allowed.
+        max_request_body_size=max(config.max_body_bytes, config.bulk_max_payload) + 1,
         ident="scimd",
         clear_untrusted_proxy_headers=True,
     )
+    if len(adj.listen) != 1:
+        raise ConfigError(f"SHOWCASE_LISTEN_ADDR: {config.host!r} resolves to {len(adj.listen)} addresses; "
+                          "give one address")
+    return _Server(app, adj=adj)
 
 
 def serve(app: Any, config: Config, on_reload: Any, on_stopping: Any, on_stop: Any) -> int:
