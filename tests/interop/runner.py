@@ -51,8 +51,8 @@ one: a failure, as clients assume one element per type, idp-dialects E33). Keys 
 exactly: responses must use the schema's canonical case.
 
 Equality is JSON equality (`true` is not `1`). Every response with a body must be
-`application/scim+json` without a null anywhere (E30, X25), and every error a SCIM Error with the
-status as a string (X8).
+`application/scim+json` without a null anywhere (E30, X25), every 201 must carry a Location equal
+to meta.location (X15), and every error must be a SCIM Error with the status as a string (X8).
 """
 
 from __future__ import annotations
@@ -252,6 +252,8 @@ def _exchange(server: Server, scenario: dict[str, Any], label: str,
             raise fail("the body is not JSON") from None
     if _has_null(response.body):
         raise fail("null in the body: empty values are omitted or [], never null (X25)")
+    if response.status == 201 and response.headers.get("location") != resolve("meta.location", response.body):
+        raise fail(f"the Location header {response.headers.get('location')!r} is not meta.location (X15)")
     if response.status >= 400:
         error = response.body if isinstance(response.body, dict) else {}
         if ERROR_URN not in error.get("schemas", []) or error.get("status") != str(response.status):
