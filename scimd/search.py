@@ -3,6 +3,7 @@ from a query string or a SearchRequest body into one Search, with the filter par
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -91,16 +92,19 @@ def _descending(text: Any) -> bool:
     return order == "descending"
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+
+
 def _integer(name: str, value: Any, default: int) -> int:
     """RFC 7644 §3.4.2.4 integers; anything else is a 400, never a 500."""
     if value is None:
         return default
     if isinstance(value, bool):
         raise errors.InvalidValue(f"'{name}' must be an integer.")
-    if isinstance(value, int):
-        return value
     text = str(value).strip()
-    if not text.lstrip("-").isdigit() or len(text) > 18:
+    # ASCII digits only (str.isdigit() admits '²', which int() refuses), and at most 18 of them,
+    # JSON numbers included, so the value fits SQLite's 64-bit OFFSET and LIMIT.
+    if not _INTEGER.fullmatch(text):
         raise errors.InvalidValue(f"'{name}' must be an integer, got {str(value)[:40]!r}.")
     return int(text)
 
