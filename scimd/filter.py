@@ -119,8 +119,6 @@ _NAME_ONLY = re.compile(_NAME, re.IGNORECASE)
 _URN = re.compile(r"urn(?::[A-Za-z0-9._-]+)+", re.IGNORECASE)
 _VERSION = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")  # JSON number (RFC 8259 §6)
-_DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})?",
-                       re.IGNORECASE)
 
 
 def _tokenize(text: str) -> list[_Token]:
@@ -303,11 +301,10 @@ class _Parser:
             word = token.text.lower()
             if word in _LITERALS:
                 return _LITERALS[word]
-            # Microsoft's Postman suite sends `meta.Created gt 2015-10-10T14:38:21.8617979-07:00`
-            # unquoted (idp-dialects E31): no JSON number looks like a dateTime, so it is a string.
-            if token.text[0] in "+-0123456789" and not _DATETIME.fullmatch(token.text):
+            if _NUMBER.fullmatch(token.text):
                 return _number(token)
-            # Entra's documented `externalId eq jyoung`: an unquoted word is a string.
+            # Any other unquoted word is a string: Entra's documented `externalId eq jyoung` and
+            # unquoted GUIDs (E3), Microsoft's Postman `meta.Created gt 2015-10-10T14:38:21-07:00` (E31).
             if word not in (*_RESERVED, *COMPARE_OPS, "pr"):
                 return token.text
         self.fail(("a value",), token)

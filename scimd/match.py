@@ -89,9 +89,10 @@ def resolve_relative(parent: Attribute, path: AttrPath) -> Attribute:
 
 
 def implicit_value(attr: Attribute) -> Attribute | None:
-    """The sub-attribute compared when a filter names a multi-valued complex attribute alone
-    (`emails co "x"` is `emails.value co "x"`, RFC 7644 §3.4.2.2 multi-valued matching)."""
-    return attr.sub("value") if attr.type == COMPLEX and attr.multi_valued else None
+    """The sub-attribute compared when a filter names a complex attribute alone: `emails co "x"`
+    is `emails.value co "x"` (RFC 7644 §3.4.2.2 multi-valued matching), and Entra's
+    `manager eq "id"` is `manager.value eq "id"` (idp-dialects E15)."""
+    return attr.sub("value") if attr.type == COMPLEX else None
 
 
 def check_comparison(attr: Attribute, op: str, value: object, position: int) -> object:

@@ -263,7 +263,9 @@ class ResourceType:
                 return None
             attr = schema.attribute(name) or (COMMON.attribute(name) if schema is self.core else None)
             return (schema, attr) if attr else None
-        for schema in (COMMON, self.core):
+        # Unqualified names are core attributes first; an extension attribute named without its
+        # URN (Entra's `manager eq "id"`, idp-dialects E15) is found in the extensions next.
+        for schema in (COMMON, self.core, *self.extensions):
             attr = schema.attribute(name)
             if attr:
                 return schema, attr

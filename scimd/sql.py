@@ -116,6 +116,8 @@ class _Compiler:
             return self.membership(node, attr, sub)
         if attr.multi_valued:
             return self.multi_valued(node, found.schema, attr, sub)
+        if sub is None and isinstance(node, Compare) and attr.type == COMPLEX:
+            sub = implicit_value(attr)  # `manager eq "id"`; None leaves check_comparison to reject it
         names = (attr.name,) if sub is None else (attr.name, sub.name)
         expr = f"json_extract(r.doc, '{_json_path(found.schema, self.rtype, *names)}')"
         return self.scalar(node, sub or attr, expr, False, False)
