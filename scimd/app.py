@@ -20,7 +20,7 @@ from scimd.directory import Directory, Outcome, Precondition
 from scimd.lookingglass_http import LookingGlass
 from scimd.ratelimit import RateLimiter, retry_after
 from scimd.resource import Projection, parse_projection
-from scimd.schema import GROUP_TYPE, RESOURCE_TYPES, SCHEMAS, USER_TYPE, ResourceType
+from scimd.schema import GROUP_TYPE, PUBLISHED_SCHEMAS, RESOURCE_TYPES, USER_TYPE, ResourceType
 from scimd.store import Store, StorageError
 from scimd.wsgi import (
     Cors, ScimRequest, empty_response, error_response, from_http_exception, internal_error, json_response,
@@ -167,7 +167,7 @@ class ScimApp:
         return json_response(discovery.list_response(discovery.schemas(self.config.base_url)))
 
     def on_schema(self, request: ScimRequest, urn: str) -> Response:
-        schema = SCHEMAS.get(urn.lower())
+        schema = PUBLISHED_SCHEMAS.get(urn.lower())
         if schema is None:
             raise errors.NotFound(f"No schema {urn!r}.")
         return json_response(schema.to_json(self.config.base_url))

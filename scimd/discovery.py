@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from scimd.config import Config
-from scimd.schema import LIST_RESPONSE_URN, RESOURCE_TYPES, SCHEMAS, SPC_URN
+from scimd.schema import LIST_RESPONSE_URN, PUBLISHED_SCHEMAS, RESOURCE_TYPES, SPC_URN
 
 DOCUMENTATION_URI = "https://www.rfc-editor.org/rfc/rfc7644"
 
@@ -66,4 +66,4 @@ def resource_types(base_url: str) -> list[dict[str, Any]]:
 
 
 def schemas(base_url: str) -> list[dict[str, Any]]:
-    return [schema.to_json(base_url) for schema in SCHEMAS.values()]
+    return [schema.to_json(base_url) for schema in PUBLISHED_SCHEMAS.values()]

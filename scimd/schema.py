@@ -229,7 +229,111 @@ ENTERPRISE = Schema(ENTERPRISE_URN, "EnterpriseUser", "Enterprise User", (
     )),
 ))
 
+
+def _ro(name: str, type_: str = STRING, description: str = "", **kw: object) -> Attribute:
+    """A read-only attribute of the service provider's own schemas (RFC 7643 §5-§7)."""
+    return Attribute(name, type_, description, mutability="readOnly", **kw)  # type: ignore[arg-type]
+
+
+def _supported(name: str, description: str, *extra: Attribute) -> Attribute:
+    return _ro(name, COMPLEX, description, required=True, sub_attributes=(
+        _ro("supported", BOOLEAN, "A Boolean value specifying whether or not the operation is supported.",
+            required=True), *extra))
+
+
+_ATTRIBUTE_CHARACTERISTICS: tuple[Attribute, ...] = (
+    _ro("name", description="The attribute's name.", required=True, case_exact=True),
+    _ro("type", description="The attribute's data type.", required=True,
+        canonical_values=(STRING, COMPLEX, BOOLEAN, DECIMAL, INTEGER, DATETIME, REFERENCE, BINARY)),
+    _ro("multiValued", BOOLEAN, "A Boolean value indicating an attribute's plurality.", required=True),
+    _ro("description", description="A human-readable description of the attribute."),
+    _ro("required", BOOLEAN, "A Boolean value indicating whether or not the attribute is required."),
+    _ro("canonicalValues", description="A collection of canonical values.", multi_valued=True, case_exact=True),
+    _ro("caseExact", BOOLEAN, "A Boolean value indicating whether or not a string attribute is case sensitive."),
+    _ro("mutability", description="Indicates whether or not an attribute is modifiable.", case_exact=True,
+        canonical_values=("readOnly", "readWrite", "immutable", "writeOnly")),
+    _ro("returned", description="Indicates when an attribute is returned in a response.", case_exact=True,
+        canonical_values=("always", "never", "default", "request")),
+    _ro("uniqueness", description="Indicates how unique a value must be.", case_exact=True,
+        canonical_values=("none", "server", "global")),
+    _ro("referenceTypes", description="Indicates the types of resources that may be referenced.",
+        multi_valued=True, case_exact=True),
+)
+
+# The service provider's own schemas, published as RFC 7643 §8.7.2 represents them.
+# `name` is free text; RFC 7643 §8.7.2 writes "Service Provider Configuration", clients such as
+# scim2-tester look for the resource type's name, so that is the one given.
+SERVICE_PROVIDER_CONFIG = Schema(SPC_URN, "ServiceProviderConfig",
+                                 "Schema for representing the service provider's configuration", (
+    _ro("documentationUri", REFERENCE, "An HTTP-addressable URL pointing to the service provider's documentation.",
+        reference_types=("external",)),
+    _supported("patch", "A complex type that specifies PATCH configuration options."),
+    _supported("bulk", "A complex type that specifies bulk configuration options.",
+               _ro("maxOperations", INTEGER, "An integer value specifying the maximum number of operations.",
+                   required=True),
+               _ro("maxPayloadSize", INTEGER, "An integer value specifying the maximum payload size in bytes.",
+                   required=True)),
+    _supported("filter", "A complex type that specifies FILTER options.",
+               _ro("maxResults", INTEGER, "The maximum number of resources returned in a response.", required=True)),
+    _supported("changePassword", "A complex type that specifies configuration options related to changing a password."),
+    _supported("sort", "A complex type that specifies sort result options."),
+    _supported("etag", "A complex type that specifies ETag configuration options."),
+    _ro("pagination", COMPLEX, "Pagination options (RFC 9865 §4).", sub_attributes=(
+        _ro("cursor", BOOLEAN, "Whether cursor-based pagination is supported."),
+        _ro("index", BOOLEAN, "Whether index-based pagination is supported."),
+        _ro("defaultPaginationMethod", description="The method used when a request names none.",
+            canonical_values=("cursor", "index")),
+        _ro("defaultPageSize", INTEGER, "The page size when a request names no count."),
+        _ro("maxPageSize", INTEGER, "The largest page size."),
+        _ro("cursorTimeout", INTEGER, "Seconds a cursor stays valid."),
+    )),
+    _ro("authenticationSchemes", COMPLEX, "A complex type that specifies supported authentication scheme properties.",
+        required=True, multi_valued=True, sub_attributes=(
+            _ro("type", description="The authentication scheme.", required=True),
+            _ro("name", description="The common authentication scheme name.", required=True),
+            _ro("description", description="A description of the authentication scheme.", required=True),
+            _ro("specUri", REFERENCE, "An HTTP-addressable URL pointing to the specification.",
+                reference_types=("external",)),
+            _ro("documentationUri", REFERENCE, "An HTTP-addressable URL pointing to the documentation.",
+                reference_types=("external",)),
+            _ro("primary", BOOLEAN, "Whether this is the preferred authentication scheme."),
+        )),
+))
+
+RESOURCE_TYPE_SCHEMA = Schema(RESOURCE_TYPE_URN, "ResourceType",
+                              "Specifies the schema that describes a SCIM resource type", (
+    _ro("id", description="The resource type's server unique id.", case_exact=True),
+    _ro("name", description="The resource type name.", required=True),
+    _ro("description", description="The resource type's human-readable description."),
+    _ro("endpoint", REFERENCE, "The resource type's HTTP-addressable endpoint relative to the Base URL.",
+        required=True, reference_types=("uri",)),
+    _ro("schema", REFERENCE, "The resource type's primary/base schema URI.", required=True, case_exact=True,
+        reference_types=("uri",)),
+    _ro("schemaExtensions", COMPLEX, "A list of URIs of the resource type's schema extensions.", multi_valued=True,
+        sub_attributes=(
+            _ro("schema", REFERENCE, "The URI of a schema extension.", required=True, case_exact=True,
+                reference_types=("uri",)),
+            _ro("required", BOOLEAN, "Whether a schema extension is required for the resource type.",
+                required=True),
+        )),
+))
+
+SCHEMA_SCHEMA = Schema(SCHEMA_URN, "Schema", "Specifies the schema attribute structure", (
+    _ro("id", description="The unique URI of the schema.", required=True, case_exact=True),
+    _ro("name", description="The schema's human-readable name."),
+    _ro("description", description="The schema's human-readable description."),
+    _ro("attributes", COMPLEX, "A complex attribute that includes the attributes of a schema.", required=True,
+        multi_valued=True, sub_attributes=(
+            *_ATTRIBUTE_CHARACTERISTICS,
+            _ro("subAttributes", COMPLEX, "Used to define the sub-attributes of a complex attribute.",
+                multi_valued=True, sub_attributes=_ATTRIBUTE_CHARACTERISTICS),
+        )),
+))
+
+# Resource schemas (usable by resources) and every schema /Schemas publishes.
 SCHEMAS: dict[str, Schema] = {s.id.lower(): s for s in (USER, GROUP, ENTERPRISE)}
+PUBLISHED_SCHEMAS: dict[str, Schema] = {
+    s.id.lower(): s for s in (USER, GROUP, ENTERPRISE, SERVICE_PROVIDER_CONFIG, RESOURCE_TYPE_SCHEMA, SCHEMA_SCHEMA)}
 
 
 @dataclass(frozen=True, slots=True)
