@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import orjson
 
-from scimd import __version__
+from scimd import __version__, admin
 from scimd.config import Config, ConfigError, load
 
 log = logging.getLogger("scimd")
@@ -42,10 +42,6 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("check-config", help="validate the environment and print the effective configuration"
                         ).set_defaults(run=cmd_check_config)
     commands.add_parser("token", help="print a new strong random API token").set_defaults(run=cmd_token)
-    try:
-        from scimd import admin
-    except ImportError:  # the admin commands are optional until they land
-        return parser
     admin.register(commands)
     return parser
 
@@ -76,19 +72,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not config.auth_enabled:
         log.warning("WARNING: SCIM_API_TOKEN is not set: the SCIM API is open to anyone who can reach this port")
     try:
-        make_data_dir(config)
+        admin.make_data_dir(config)
+        # Held for the life of the process: a second daemon, or a restore, on this directory is refused.
+        lock = admin.lock_data_dir(config.data_dir)
         store = Store(config.database_path)
-    except (OSError, StorageError) as exc:
+    except (OSError, StorageError, admin.DataDirInUse) as exc:
         print(f"scimd: cannot open the data directory: {exc}", file=sys.stderr)
         return EXIT_FAILED
     scim = ScimApp(config, store)
     app = LookingGlass(scim, config, scim.authorize)
-    return serve(app, config, on_reload=scim.reload_tokens, on_stopping=app.shutdown, on_stop=store.close)
-
-
-def make_data_dir(config: Config) -> None:
-    """SCIM_DATA_DIR is created private (0700): it holds every identity and password hash."""
-    os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+    try:
+        return serve(app, config, on_reload=scim.reload_tokens, on_stopping=app.shutdown, on_stop=store.close)
+    finally:
+        os.close(lock)
 
 
 if __name__ == "__main__":

@@ -218,19 +218,22 @@ class Store:
         return load_memberships(self.reader(), rtype, ids)
 
     def counts(self) -> dict[str, int]:
-        conn = self.reader()
-        users, active = conn.execute(
-            "SELECT count(*), coalesce(sum(json_extract(doc, '$.active') IS NOT 0), 0) FROM resources WHERE type = 'User'"
-        ).fetchone()
-        groups = conn.execute("SELECT count(*) FROM resources WHERE type = 'Group'").fetchone()[0]
-        edges = conn.execute("SELECT count(*) FROM members").fetchone()[0]
-        return {"users": users, "active_users": active, "groups": groups, "memberships": edges}
+        return count_resources(self.reader())
 
     def backup(self, target: Path) -> None:
         """A consistent online copy through the SQLite backup API, while the daemon serves."""
         with sqlite3.connect(target) as dest:
             self.reader().backup(dest)
         dest.close()
+
+
+def count_resources(conn: sqlite3.Connection) -> dict[str, int]:
+    users, active = conn.execute(
+        "SELECT count(*), coalesce(sum(json_extract(doc, '$.active') IS NOT 0), 0) FROM resources WHERE type = 'User'"
+    ).fetchone()
+    groups = conn.execute("SELECT count(*) FROM resources WHERE type = 'Group'").fetchone()[0]
+    edges = conn.execute("SELECT count(*) FROM members").fetchone()[0]
+    return {"users": users, "active_users": active, "groups": groups, "memberships": edges}
 
 
 def get_row(conn: sqlite3.Connection, rtype: ResourceType, rid: str) -> Row | None:
@@ -400,11 +403,8 @@ def _uniqueness(rtype: ResourceType) -> errors.Uniqueness:
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring the database to the newest schema, one transaction per version (PRAGMA user_version)."""
-    current = conn.execute("PRAGMA user_version").fetchone()[0]
-    if current > len(MIGRATIONS):
-        raise StorageError(
-            f"the database schema is version {current}, newer than this scimd understands ({len(MIGRATIONS)}): "
-            "upgrade scimd or restore a backup made by this version")
+    current = schema_version(conn)
+    _check_not_newer(current)
     for version in range(current, len(MIGRATIONS)):
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -415,3 +415,66 @@ def migrate(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _check_not_newer(version: int) -> None:
+    if version > len(MIGRATIONS):
+        raise StorageError(
+            f"the database schema is version {version}, newer than this scimd understands ({len(MIGRATIONS)}): "
+            "upgrade scimd or restore a backup made by this version")
+
+
+# -- whole-database operations for the admin commands (scimd backup, restore) ---------------
+
+
+def open_existing(path: Path) -> sqlite3.Connection:
+    """A read-only connection to an existing database file: never created, never migrated, so a
+    backup can read the database a daemon (of any version) is serving without writing to it."""
+    if not path.is_file():
+        raise StorageError(f"no database at {path}")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                               timeout=BUSY_TIMEOUT_MS / 1000)
+        # A file that is not SQLite fails here, on its first read, rather than later.
+        conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open database {path}: {exc}") from exc
+    return conn
+
+
+def check_integrity(conn: sqlite3.Connection) -> None:
+    """Raise StorageError unless `PRAGMA integrity_check` finds the file intact."""
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+    except sqlite3.Error as exc:
+        raise StorageError(f"integrity check failed: {exc}") from exc
+    if problems != ["ok"]:
+        raise StorageError("integrity check failed: " + "; ".join(problems[:3]))
+
+
+def check_schema(conn: sqlite3.Connection) -> int:
+    """The schema version of a scimd database this scimd can open (migrating it if older)."""
+    version = schema_version(conn)
+    if version < 1:
+        raise StorageError("not a scimd database (schema version 0)")
+    _check_not_newer(version)
+    return version
+
+
+def copy_database(conn: sqlite3.Connection, target: Path) -> None:
+    """A consistent copy through the SQLite backup API in one step: one read snapshot, which under
+    WAL never makes the daemon's writers wait. The copy is switched out of WAL so it is one
+    self-contained file (no -wal/-shm beside it); the daemon turns WAL back on when it opens it."""
+    try:
+        dest = sqlite3.connect(target, isolation_level=None)
+        try:
+            conn.backup(dest)
+            dest.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            dest.close()
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot copy the database to {target}: {exc}") from exc
