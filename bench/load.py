@@ -169,6 +169,51 @@ def _run_python(base: str, token: str, requests: list[Request], connections: int
                   errors=sum(errors), seconds=elapsed, tool="python")
 
 
+def burst(base: str, token: str, requests: list[Request], count: int, timeout: float = 600.0) -> Result:
+    """`count` requests sent at once on `count` connections, each waited for: throughput of a
+    server too slow for a timed run (one request taking seconds), without leaving a backlog."""
+    host, port = _host_port(base)
+    nonce = uuid.uuid4().hex[:10]
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    barrier = threading.Barrier(count)
+
+    def worker(n: int) -> None:
+        request = requests[n % len(requests)]
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        headers = {"Authorization": f"Bearer {token}"}
+        body = substitute(request.body, f"{nonce}-{n}") if request.body else None
+        if body:
+            headers["Content-Type"] = "application/scim+json"
+        barrier.wait()
+        began = time.perf_counter()
+        try:
+            conn.request(request.method, str(substitute(request.path, f"{nonce}-{n}")), body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            failed = response.status >= 400
+        except OSError:
+            failed = True
+        finally:
+            conn.close()
+        with lock:
+            latencies.append(time.perf_counter() - began)
+            errors[0] += failed
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout + 10)
+    elapsed = time.perf_counter() - began
+    merged = sorted(latencies)
+    return Result(rps=len(merged) / elapsed, p50_ms=_percentile(merged, 50) * 1000, p99_ms=_percentile(merged, 99) * 1000,
+                  mean_ms=(sum(merged) / len(merged) * 1000) if merged else 0.0, requests=len(merged),
+                  errors=errors[0], seconds=elapsed, tool="burst")
+
+
 def _percentile(sorted_values: list[float], pct: float) -> float:
     if not sorted_values:
         return 0.0
