@@ -1,0 +1,239 @@
+"""The SQLite store: migrations by PRAGMA user_version (from an empty file, from a version-1
+database, refusing a newer one, all-or-nothing per version), uniqueness decided by a UNIQUE index,
+transactions, and what a database upgraded from version 1 serves over HTTP."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from scimd import errors
+from scimd import store as store_module
+from scimd.schema import GROUP_TYPE, USER_TYPE, fold_case
+from scimd.store import MIGRATIONS, StorageError, Store
+from tests.conftest import ScimClient, assert_scim_error, make_app
+
+LATEST = len(MIGRATIONS)
+STAMP = "2024-03-01T10:00:00.000000Z"
+
+# Version-1 rows: (id, type, name, external id, display, document); a user's name_key is its
+# folded userName, a group's its folded displayName.
+V1_USERS = [
+    ("u-1", "Ärger@Example.com", "ext-1", "Barbara Ärger",
+     {"userName": "Ärger@Example.com", "displayName": "Barbara Ärger",
+      "emails": [{"value": "Work@Example.COM", "type": "work", "primary": True}, {"value": "home@example.org"}]}),
+    ("u-2", "mandy", None, "mandy", {"userName": "mandy", "emails": [{"type": "work"}]}),
+    ("u-3", "carol", None, "carol", {"userName": "carol"}),
+]
+V1_GROUPS = [("g-1", "Tour Guides", "ext-g", {"displayName": "Tour Guides", "externalId": "ext-g"})]
+V1_MEMBERS = [("g-1", "u-1"), ("g-1", "u-2")]
+
+
+def create_v1_database(path: Path) -> None:
+    """A database as scimd's first schema left it: the v1 DDL verbatim, rows, user_version 1."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        for rid, name, external_id, display, doc in V1_USERS:
+            doc = {**doc, **({"externalId": external_id} if external_id else {})}
+            conn.execute("INSERT INTO resources VALUES (?, 'User', ?, ?, ?, ?, NULL, 3, ?, ?)",
+                         (rid, fold_case(name), external_id, display, orjson.dumps(doc).decode(), STAMP, STAMP))
+        for rid, name, external_id, doc in V1_GROUPS:
+            conn.execute("INSERT INTO resources VALUES (?, 'Group', ?, ?, ?, ?, NULL, 1, ?, ?)",
+                         (rid, fold_case(name), external_id, name, orjson.dumps(doc).decode(), STAMP, STAMP))
+        conn.executemany("INSERT INTO members VALUES (?, ?)", V1_MEMBERS)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def dump(path: Path, *tables: str) -> dict[str, list[tuple[Any, ...]]]:
+    conn = sqlite3.connect(path)
+    try:
+        return {table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall()) for table in tables}
+    finally:
+        conn.close()
+
+
+def pragma(path: Path, name: str) -> Any:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def tables(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.close()
+
+
+# -- migrations --------------------------------------------------------------------------------
+
+
+def test_an_empty_file_is_migrated_to_the_latest_version(tmp_path: Path) -> None:
+    path = tmp_path / "scim.db"
+    Store(path).close()
+    assert pragma(path, "user_version") == LATEST
+    assert {"resources", "members", "settings", "value_keys"} <= tables(path)
+    assert pragma(path, "journal_mode") == "wal"
+
+
+def test_reopening_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "scim.db"
+    store = Store(path)
+    key = store.cursor_key
+    store.close()
+    before = dump(path, "resources", "settings", "value_keys")
+    store = Store(path)
+    assert store.cursor_key == key
+    store.close()
+    assert dump(path, "resources", "settings", "value_keys") == before
+    assert pragma(path, "user_version") == LATEST
+
+
+def test_version_1_database_is_upgraded_with_value_keys_backfilled_and_data_intact(tmp_path: Path) -> None:
+    path = tmp_path / "scim.db"
+    create_v1_database(path)
+    before = dump(path, "resources", "members")
+    Store(path).close()
+    assert pragma(path, "user_version") == LATEST
+    assert dump(path, "resources", "members") == before
+    assert dump(path, "value_keys")["value_keys"] == sorted([
+        ("emails.value", "home@example.org", "u-1"),
+        ("emails.value", "work@example.com", "u-1"),
+    ])
+
+
+def test_an_upgraded_database_serves_its_data(tmp_path: Path) -> None:
+    create_v1_database(tmp_path / "scim.db")
+    app, store = make_app(tmp_path)
+    try:
+        client = ScimClient(app)
+        barbara = client.get("/scim/v2/Users/u-1").json
+        assert barbara["userName"] == "Ärger@Example.com" and barbara["externalId"] == "ext-1"
+        assert barbara["meta"]["version"] == 'W/"3"' and barbara["meta"]["created"] == STAMP
+        assert [g["value"] for g in barbara["groups"]] == ["g-1"]
+        members = client.get("/scim/v2/Groups/g-1").json["members"]
+        assert sorted((m["value"], m["display"]) for m in members) == [("u-1", "Barbara Ärger"), ("u-2", "mandy")]
+        # The backfilled keys answer the indexed filter, case-insensitively.
+        found = client.get('/scim/v2/Users?filter=emails.value eq "WORK@example.com"').json["Resources"]
+        assert [r["id"] for r in found] == ["u-1"]
+        assert_scim_error(client.post("/scim/v2/Users", json={"userName": "ärger@example.com"}), 409, "uniqueness")
+        # New writes keep the keys current.
+        client.put("/scim/v2/Users/u-3", json={"userName": "carol", "emails": [{"value": "Carol@Example.com"}]})
+        found = client.get('/scim/v2/Users?filter=emails.value eq "carol@example.com"').json["Resources"]
+        assert [r["id"] for r in found] == ["u-3"]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("version", [LATEST + 1, LATEST + 40])
+def test_a_newer_database_is_refused_untouched(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "scim.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE future (x)")
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.close()
+    with pytest.raises(StorageError) as raised:
+        Store(path)
+    message = str(raised.value)
+    assert f"version {version}" in message and f"({LATEST})" in message and "newer" in message
+    assert pragma(path, "user_version") == version
+    assert tables(path) == {"future"}
+
+
+def test_a_failing_migration_leaves_the_database_at_the_previous_version(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "scim.db"
+    create_v1_database(path)
+    before = dump(path, "resources", "members")
+    broken = (MIGRATIONS[0], ("CREATE TABLE half_done (x)", "THIS IS NOT SQL"))
+    monkeypatch.setattr(store_module, "MIGRATIONS", broken)
+    with pytest.raises(StorageError):
+        Store(path)
+    assert pragma(path, "user_version") == 1
+    assert "half_done" not in tables(path)
+    monkeypatch.undo()
+    Store(path).close()
+    assert pragma(path, "user_version") == LATEST
+    assert dump(path, "resources", "members") == before
+
+
+def test_a_file_that_is_not_sqlite_is_a_storage_error(tmp_path: Path) -> None:
+    path = tmp_path / "scim.db"
+    path.write_bytes(b"this is not a database, " * 100)
+    with pytest.raises(StorageError, match="cannot open database"):
+        Store(path)
+
+
+# -- uniqueness and transactions ---------------------------------------------------------------
+
+
+def test_the_database_itself_refuses_a_second_name_key(tmp_path: Path) -> None:
+    """Uniqueness does not depend on Python checking first: a raw INSERT is refused by the index."""
+    path = tmp_path / "scim.db"
+    store = Store(path)
+    with store.write() as tx:
+        tx.insert(USER_TYPE, "u-1", {"userName": "Bjensen"}, None)
+        tx.insert(GROUP_TYPE, "g-1", {"displayName": "bjensen"}, None)  # names are unique per type
+    store.close()
+    conn = sqlite3.connect(path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            conn.execute("INSERT INTO resources VALUES ('u-2', 'User', 'bjensen', NULL, 'x', '{}', NULL, 1, ?, ?)",
+                         (STAMP, STAMP))
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("rtype", "other", "first", "second"), [
+    (USER_TYPE, {"userName": "other"}, {"userName": "BJENSEN"}, {"userName": "bjensen"}),
+    (GROUP_TYPE, {"displayName": "other"}, {"displayName": "Straße"}, {"displayName": "STRASSE"}),
+], ids=["user", "group-full-case-folding"])
+def test_a_duplicate_insert_is_a_uniqueness_error_and_rolls_back(tmp_path: Path, rtype: Any, other: dict[str, Any],
+                                                                 first: dict[str, Any], second: dict[str, Any]) -> None:
+    store = Store(tmp_path / "scim.db")
+    try:
+        with store.write() as tx:
+            tx.insert(rtype, "one", first, None)
+        with pytest.raises(errors.Uniqueness), store.write() as tx:
+            tx.insert(rtype, "two", other, None)
+            tx.insert(rtype, "three", second, None)
+        assert store.get(rtype, "two") is None  # the whole transaction rolled back
+        assert store.get(rtype, "one") is not None
+    finally:
+        store.close()
+
+
+def test_foreign_keys_cascade_members_and_value_keys(tmp_path: Path) -> None:
+    path = tmp_path / "scim.db"
+    store = Store(path)
+    with store.write() as tx:
+        tx.insert(USER_TYPE, "u-1", {"userName": "a", "emails": [{"value": "a@example.com"}]}, None)
+        tx.insert(GROUP_TYPE, "g-1", {"displayName": "G"}, None)
+        tx.add_members("g-1", ["u-1"])
+    with store.write() as tx:
+        tx.delete("u-1")
+    store.close()
+    assert dump(path, "members", "value_keys") == {"members": [], "value_keys": []}
+
+
+def test_a_closed_store_fails_its_health_round_trip(tmp_path: Path) -> None:
+    store = Store(tmp_path / "scim.db")
+    store.ping()
+    store.close()
+    with pytest.raises(StorageError):
+        store.ping()
+    with pytest.raises(StorageError), store.write():
+        pass
