@@ -220,12 +220,6 @@ class Store:
     def counts(self) -> dict[str, int]:
         return count_resources(self.reader())
 
-    def backup(self, target: Path) -> None:
-        """A consistent online copy through the SQLite backup API, while the daemon serves."""
-        with sqlite3.connect(target) as dest:
-            self.reader().backup(dest)
-        dest.close()
-
 
 def count_resources(conn: sqlite3.Connection) -> dict[str, int]:
     users, active = conn.execute(
