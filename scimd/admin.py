@@ -31,7 +31,7 @@ from scimd.resource import parse_members, parse_projection, parse_resource
 from scimd.schema import GROUP_TYPE, RESOURCE_TYPES, USER_TYPE, ResourceType, fold_case
 from scimd.sql import find
 from scimd.store import (
-    Row, StorageError, Store, check_integrity, check_schema, copy_database, count_resources, load_memberships,
+    Row, StorageError, Store, View, check_integrity, check_schema, copy_database, count_resources,
     open_existing, schema_version,
 )
 
@@ -241,7 +241,6 @@ def _export(store: Store, config: Config, out: BinaryIO) -> None:
     directory = Directory(store, config.base_url)
     with store.read() as conn:
         totals = {rtype: find(conn, [rtype], None, None, False, 0, 0).total for rtype in (USER_TYPE, GROUP_TYPE)}
-        memberships = lambda rtype, ids: load_memberships(conn, rtype, ids)  # noqa: E731 - the same snapshot
         with Progress("export", sum(totals.values())) as progress:
             for rtype in totals:
                 projection = parse_projection(rtype, [], [])
@@ -250,7 +249,7 @@ def _export(store: Store, config: Config, out: BinaryIO) -> None:
                     page = find(conn, [rtype], None, None, False, 0, PAGE_SIZE, after)
                     if not page.rows:
                         break
-                    for resource in directory.present(rtype, page.rows, projection, memberships):
+                    for resource in directory.present(rtype, page.rows, projection, View(conn)):
                         out.write(orjson.dumps(resource) + b"\n")
                     progress.advance(len(page.rows))
                     after = page.keys[-1]

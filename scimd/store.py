@@ -211,11 +211,9 @@ class Store:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def get(self, rtype: ResourceType, rid: str) -> Row | None:
-        return get_row(self.reader(), rtype, rid)
-
-    def memberships(self, rtype: ResourceType, ids: Sequence[str]) -> dict[str, list[MemberRef]]:
-        return load_memberships(self.reader(), rtype, ids)
+    def view(self) -> View:
+        """Reads on this thread's connection, outside any transaction."""
+        return View(self.reader())
 
     def counts(self) -> dict[str, int]:
         return count_resources(self.reader())
@@ -269,11 +267,32 @@ def _dump(doc: dict[str, Any]) -> str:
     return orjson.dumps(doc).decode()
 
 
-class Tx:
-    """Statements that run inside one write transaction."""
+class View:
+    """Reads on one connection: the thread's reader, a read snapshot or a write transaction, so a
+    response is rendered from the same state its query or write saw."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+
+    def get(self, rtype: ResourceType, rid: str) -> Row | None:
+        return get_row(self.conn, rtype, rid)
+
+    def memberships(self, rtype: ResourceType, ids: Sequence[str]) -> dict[str, list[MemberRef]]:
+        return load_memberships(self.conn, rtype, ids)
+
+    def displays(self, ids: Iterable[str]) -> dict[str, str]:
+        """The display name (displayName, else userName) of each resource that exists."""
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(self.conn.execute(f"SELECT id, display FROM resources WHERE id IN ({marks})", chunk))
+        return found
+
+
+class Tx(View):
+    """Statements that run inside one write transaction."""
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -286,12 +305,6 @@ class Tx:
             self.conn.execute("RELEASE op")
             raise
         self.conn.execute("RELEASE op")
-
-    def get(self, rtype: ResourceType, rid: str) -> Row | None:
-        return get_row(self.conn, rtype, rid)
-
-    def memberships(self, rtype: ResourceType, ids: Sequence[str]) -> dict[str, list[MemberRef]]:
-        return load_memberships(self.conn, rtype, ids)
 
     def insert(self, rtype: ResourceType, rid: str, doc: dict[str, Any], secret: str | None) -> Row:
         stamp = now()
@@ -319,6 +332,9 @@ class Tx:
             raise _uniqueness(rtype) from exc
         self.conn.execute("DELETE FROM value_keys WHERE resource_id = ?", (row.id,))
         self._index_values(rtype, row.id, doc)
+        if display != _columns(rtype, row.doc)[2]:
+            # Members show a group's name (groups.display) and groups show a member's (members.display).
+            self._touch_neighbours(row.id)
         return Row(row.id, row.type, doc, row.version + 1, row.created, stamp, secret)
 
     def touch(self, row: Row) -> Row:
@@ -328,8 +344,27 @@ class Tx:
         return Row(row.id, row.type, row.doc, row.version + 1, row.created, stamp, row.secret)
 
     def delete(self, rid: str) -> None:
-        """Memberships and value keys go with it (ON DELETE CASCADE), in the same transaction."""
+        """Memberships and value keys go with it (ON DELETE CASCADE), in the same transaction; the
+        groups it leaves and the members it had change too, so their versions move."""
+        self._touch_neighbours(rid)
         self.conn.execute("DELETE FROM resources WHERE id = ?", (rid,))
+
+    def _touch_ids(self, ids: Sequence[str]) -> None:
+        """A new version for resources whose computed attributes (groups, members) changed, so
+        their ETags never vouch for stale content (RFC 7644 §3.14)."""
+        stamp = now()
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            self.conn.execute(f"UPDATE resources SET version = version + 1, last_modified = ? WHERE id IN ({marks})",
+                              [stamp, *chunk])
+
+    def _touch_neighbours(self, rid: str) -> None:
+        """Both sides of rid's memberships: O(its memberships), which a rename or delete costs anyway."""
+        self.conn.execute(
+            "UPDATE resources SET version = version + 1, last_modified = ? WHERE id IN "
+            "(SELECT member_id FROM members WHERE group_id = ? UNION SELECT group_id FROM members WHERE member_id = ?)",
+            (now(), rid, rid))
 
     def _index_values(self, rtype: ResourceType, rid: str, doc: dict[str, Any]) -> None:
         keys = {(f"{attr}.{sub}", fold_case(element[sub]))
@@ -352,16 +387,17 @@ class Tx:
         return found
 
     def add_members(self, group_id: str, ids: Iterable[str]) -> int:
-        before = self.conn.total_changes
-        self.conn.executemany("INSERT OR IGNORE INTO members (group_id, member_id) VALUES (?, ?)",
-                              [(group_id, mid) for mid in ids])
-        return self.conn.total_changes - before
+        """Add members; the ones really added have a changed `groups` attribute, so they move too."""
+        added = [mid for mid in ids if self.conn.execute(
+            "INSERT OR IGNORE INTO members (group_id, member_id) VALUES (?, ?)", (group_id, mid)).rowcount]
+        self._touch_ids(added)
+        return len(added)
 
     def remove_members(self, group_id: str, ids: Iterable[str]) -> int:
-        before = self.conn.total_changes
-        self.conn.executemany("DELETE FROM members WHERE group_id = ? AND member_id = ?",
-                              [(group_id, mid) for mid in ids])
-        return self.conn.total_changes - before
+        removed = [mid for mid in ids if self.conn.execute(
+            "DELETE FROM members WHERE group_id = ? AND member_id = ?", (group_id, mid)).rowcount]
+        self._touch_ids(removed)
+        return len(removed)
 
     def has_members(self, group_id: str, ids: Sequence[str]) -> set[str]:
         """Which of `ids` are members already: a primary-key probe per id."""
@@ -376,9 +412,6 @@ class Tx:
     def member_ids(self, group_id: str) -> list[str]:
         return [mid for (mid,) in self.conn.execute(
             "SELECT member_id FROM members WHERE group_id = ? ORDER BY member_id", (group_id,))]
-
-    def clear_members(self, group_id: str) -> int:
-        return self.conn.execute("DELETE FROM members WHERE group_id = ?", (group_id,)).rowcount
 
     def would_cycle(self, group_id: str, member_ids: Sequence[str]) -> bool:
         """True when adding these members would make the group contain itself (nested groups)."""

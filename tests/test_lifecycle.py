@@ -356,7 +356,9 @@ def test_put_replaces_every_writable_attribute(client: ScimClient) -> None:
     response = client.put(url(created), json={"userName": "full", "displayName": "Only Me"})
     assert response.status_code == 200
     for resource in (response.json, get(client, created)):
-        assert set(resource) == {"schemas", "id", "userName", "displayName", "groups", "meta"}
+        # `active` was not asserted, so it keeps its value: a PUT never re-enables a user by omission.
+        assert set(resource) == {"schemas", "id", "userName", "displayName", "active", "groups", "meta"}
+        assert resource["active"] is False
         assert resource["schemas"] == [USER_URN]
         assert resource["meta"]["created"] == created["meta"]["created"]
         assert resource["meta"]["lastModified"] > created["meta"]["lastModified"]
@@ -673,11 +675,43 @@ def test_manager_keeps_value_and_ref_and_accepts_a_bare_id(client: ScimClient) -
     assert manager.get("displayName") != "sent by the client"  # readOnly: never stored from input
 
 
-@pytest.mark.xfail(strict=True, reason="manager.displayName (readOnly) is not computed from the manager's User yet")
-def test_manager_display_name_is_the_managers_current_name(client: ScimClient) -> None:
+def test_manager_display_name_and_ref_come_from_the_managers_user(client: ScimClient) -> None:
     boss = user(client, "boss", displayName="John Smith")
-    report = user(client, "report", **{ENTERPRISE: {"manager": {"value": boss["id"]}}})
-    assert get(client, report)[ENTERPRISE]["manager"]["displayName"] == "John Smith"
+    report = user(client, "report", **{ENTERPRISE: {"manager": {"value": boss["id"], "displayName": "ignored"}}})
+    assert report[ENTERPRISE]["manager"] == {"value": boss["id"], "$ref": f"{BASE}/scim/v2/Users/{boss['id']}",
+                                             "displayName": "John Smith"}
+    client.put(url(boss), json={"userName": "boss", "displayName": "Jane Smith"})
+    assert get(client, report)[ENTERPRISE]["manager"]["displayName"] == "Jane Smith"
+    listed = client.get(f'/scim/v2/Users?filter=userName eq "report"').json["Resources"][0]
+    assert listed[ENTERPRISE]["manager"]["displayName"] == "Jane Smith"
+    # A manager this directory does not hold (Entra sets managers in a second pass) stays as stored.
+    orphan = user(client, "orphan", **{ENTERPRISE: {"manager": {"value": "not-here-yet"}}})
+    assert orphan[ENTERPRISE]["manager"] == {"value": "not-here-yet"}
+
+
+def test_versions_move_when_computed_memberships_change(client: ScimClient) -> None:
+    """A user's `groups` and a group's `members.display` are part of what their ETags vouch for."""
+    alice = user(client, "alice")
+    team = group(client, "Team")
+    before_user, before_group = get(client, alice)["meta"]["version"], get(client, team)["meta"]["version"]
+    client.patch(url(team), json=patch_body({"op": "add", "path": "members", "value": [{"value": alice["id"]}]}))
+    joined = get(client, alice)
+    assert joined["meta"]["version"] != before_user and group_ids(joined) == [team["id"]]
+    assert client.get(url(alice), headers={"If-None-Match": before_user}).status_code == 200
+    # Renaming the group changes what the member shows (groups.display) ...
+    version = joined["meta"]["version"]
+    client.patch(url(team), json=patch_body({"op": "replace", "path": "displayName", "value": "Red Team"}))
+    renamed = get(client, alice)
+    assert renamed["meta"]["version"] != version and renamed["groups"][0]["display"] == "Red Team"
+    # ... and renaming the member changes what the group shows (members.display).
+    version = get(client, team)["meta"]["version"]
+    client.put(url(alice), json={"userName": "alice", "displayName": "Alice A."})
+    assert get(client, team)["meta"]["version"] != version
+    # Leaving moves the user again; deleting the group moves its former members.
+    version = get(client, alice)["meta"]["version"]
+    client.patch(url(team), json=patch_body({"op": "remove", "path": f'members[value eq "{alice["id"]}"]'}))
+    assert get(client, alice)["meta"]["version"] != version and group_ids(get(client, alice)) == []
+    assert before_group != get(client, team)["meta"]["version"]
 
 
 # -- groups and membership -----------------------------------------------------------------------
@@ -868,3 +902,11 @@ def test_rfc7643_group_example_round_trips_with_real_members(client: ScimClient)
         {"value": ids[m["value"]], "$ref": f"{BASE}/scim/v2/Users/{ids[m['value']]}", "type": "User",
          "display": m["display"]} for m in sorted(example["members"], key=lambda m: m["display"])]
     assert [g["display"] for g in get(client, babs)["groups"]] == ["Tour Guides"]
+
+
+def test_a_user_created_without_active_is_active_and_a_put_keeps_it(client: ScimClient) -> None:
+    """SailPoint may omit `active` on create (idp-dialects S8); Okta expects it on every user (O1)."""
+    created = user(client, "plain")
+    assert created["active"] is True
+    client.patch(url(created), json=patch_body({"op": "replace", "path": "active", "value": False}))
+    assert client.put(url(created), json={"userName": "plain"}).json["active"] is False

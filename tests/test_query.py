@@ -74,7 +74,7 @@ def reference_ids(store: Store, rtype: ResourceType, text: str) -> list[str]:
     with store.read() as conn:
         rows = find(conn, [rtype], None, None, False, 0, 10_000).rows
     node = parse_filter(text)
-    return sorted(r["id"] for r in directory.present(rtype, rows, ALL, store.memberships) if matches(node, r, rtype))
+    return sorted(r["id"] for r in directory.present(rtype, rows, ALL, store.view()) if matches(node, r, rtype))
 
 
 @pytest.mark.parametrize("case", MATCH_CASES, ids=[f"{c['type']}: {c['filter']}" for c in MATCH_CASES])

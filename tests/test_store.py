@@ -210,8 +210,8 @@ def test_a_duplicate_insert_is_a_uniqueness_error_and_rolls_back(tmp_path: Path,
         with pytest.raises(errors.Uniqueness), store.write() as tx:
             tx.insert(rtype, "two", other, None)
             tx.insert(rtype, "three", second, None)
-        assert store.get(rtype, "two") is None  # the whole transaction rolled back
-        assert store.get(rtype, "one") is not None
+        assert store.view().get(rtype, "two") is None  # the whole transaction rolled back
+        assert store.view().get(rtype, "one") is not None
     finally:
         store.close()
 

@@ -79,8 +79,17 @@ MEMBERS_DISPLAY = (
     "scimd publishes members.display as readOnly and fills it with the member's name, as the "
     "Group example of RFC 7643 §8.4 shows; a readOnly value is the service provider's to set "
     "(RFC 7643 §7), so the server adding it is no failed add or replace (RFC 7644 §3.5.2.1, §3.5.2.3).")
+MANAGER_DISPLAY = (
+    "scim2-tester compares the manager it PATCHed with the one it reads back including `displayName`. "
+    "RFC 7643 §4.3 makes manager.displayName readOnly: scimd fills it with the manager's current name, "
+    "which a client cannot set, so the server adding it is no failed add (RFC 7644 §3.5.2.1).")
+ENTERPRISE_URN = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 # Results where scim2-tester is wrong, by (resource type, checker, attribute path or None for all).
 TESTER_DEFECTS = {
+    ("User", "check_add_attribute", ENTERPRISE_URN): MANAGER_DISPLAY,
+    ("User", "check_add_attribute", f"{ENTERPRISE_URN}:manager"): MANAGER_DISPLAY,
+    ("User", "check_replace_attribute", ENTERPRISE_URN): MANAGER_DISPLAY,
+    ("User", "check_replace_attribute", f"{ENTERPRISE_URN}:manager"): MANAGER_DISPLAY,
     ("Group", "check_add_attribute", "members"): MEMBERS_DISPLAY,
     ("Group", "check_replace_attribute", "members"): MEMBERS_DISPLAY,
 }
@@ -169,3 +178,14 @@ def test_scimd_returns_what_was_patched_plus_the_read_only_display(results: list
     sent, returned = result.data["expected"], result.data["actual"]
     assert all(member.display for member in returned)  # scimd names every member
     assert [m.model_dump(exclude={"display"}) for m in returned] == [m.model_dump(exclude={"display"}) for m in sent]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["check_add_attribute", "check_replace_attribute"])
+def test_scimd_returns_the_patched_manager_plus_its_read_only_display_name(results: list[CheckResult],
+                                                                          name: str) -> None:
+    [result] = [r for r in _results_of(results, "User", name) if _urn(r) == f"{ENTERPRISE_URN}:manager"]
+    # The tester fails either on the PATCH response (modify_actual) or on the GET after it (actual).
+    sent, returned = result.data["expected"], result.data.get("modify_actual") or result.data["actual"]
+    assert returned.display_name  # the manager's current name, computed by scimd
+    assert (returned.value, returned.ref) == (sent.value, sent.ref)
