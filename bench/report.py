@@ -156,6 +156,10 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rate(rps: float) -> str:
+    return f"{rps:,.0f}" if rps >= 100 else f"{rps:.1f}" if rps >= 1 else f"{rps:.2f}"
+
+
 def _table(rows: list[dict[str, Any]]) -> list[str]:
     out = ["| Operation | conns | scimd req/s | p50 ms | p99 ms | ceiling req/s | scimd/ceiling | peer req/s | "
            "peer/ceiling | scimd/peer |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -165,9 +169,9 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
         peer_errors = f" ({p['errors']} errors)" if p and p["errors"] else ""
         peer_errors += " †" if p and p.get("tool") == "burst" else ""
         out.append(
-            f"| `{r['label']}`{errors} | {r['connections']} | {s['rps']:,.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | "
-            f"{c['rps']:,.0f} | {_fmt(r['ratio'], 2)} | "
-            + (f"{p['rps']:,.1f}{peer_errors} | {_fmt(r['peer_ratio'], 3)} | {_fmt(r['vs_peer'], 1)}x |" if p
+            f"| `{r['label']}`{errors} | {r['connections']} | {_rate(s['rps'])} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | "
+            f"{_rate(c['rps'])} | {_fmt(r['ratio'], 3 if (r['ratio'] or 1) < 0.1 else 2)} | "
+            + (f"{_rate(p['rps'])}{peer_errors} | {_fmt(r['peer_ratio'], 3)} | {_fmt(r['vs_peer'], 1)}x |" if p
                else "- | - | - |"))
     return out
 
