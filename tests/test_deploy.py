@@ -634,3 +634,21 @@ def test_systemd_analyze_security_exposure(verifiable_unit: Path) -> None:
     assert verdict, result.stdout + result.stderr
     assert result.returncode == 0, verdict[0]
     assert float(verdict[1]) <= 2.0
+
+
+@pytest.mark.slow
+def test_healthcheck_against_the_real_daemon_live_then_stopped(tmp_path: Path) -> None:
+    """The probe the container runs, against scimd itself: 0 while it serves, non-zero once stopped,
+    and the default URL comes from SHOWCASE_LISTEN_ADDR as in the image."""
+    from tests.conftest import Daemon
+
+    daemon = Daemon(tmp_path / "data").start()
+    try:
+        live = run_healthcheck(f"{daemon.base}/health")
+        by_env = run_healthcheck(listen=f":{daemon.port}")
+    finally:
+        assert daemon.stop() == 0
+    stopped = run_healthcheck(f"{daemon.base}/health")
+    assert live.returncode == 0, live.stderr
+    assert by_env.returncode == 0, by_env.stderr
+    assert stopped.returncode != 0
