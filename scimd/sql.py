@@ -40,6 +40,9 @@ _NAME_KEY_ATTR = {"User": "userName", "Group": "displayName"}
 class Compiled:
     sql: str
     params: list[Any] = field(default_factory=list)
+    # An indexed `r.id IN (...)` lookup is present: the type test must not claim an index then,
+    # or SQLite scans every resource of the type instead of probing the lookup's few ids.
+    index_lookup: bool = False
 
 
 def _json_path(schema: Schema, rtype: ResourceType, *names: str) -> str:
@@ -62,6 +65,7 @@ class _Compiler:
     def __init__(self, rtype: ResourceType, unknown_is_false: bool = False) -> None:
         self.rtype = rtype
         self.params: list[Any] = []
+        self.index_lookup = False
         self._aliases = 0
         # On /.search across types, `userName eq "x" or displayName eq "y"` must still find groups.
         self.unknown_is_false = unknown_is_false
@@ -203,6 +207,7 @@ class _Compiler:
             return None
         value = check_comparison(leaf, "eq", node.value, node.path.position)
         key = fold_case(value) if _folds(leaf) else value
+        self.index_lookup = True
         return (f"(r.id IN (SELECT resource_id FROM value_keys WHERE attr = {self.bind(f'{attr.name}.{leaf.name}')} "
                 f"AND key = {self.bind(key)}))")
 
@@ -219,6 +224,7 @@ class _Compiler:
         if isinstance(node, Compare) and node.op == "eq" and leaf.name == "value" and node.value is not None:
             value = check_comparison(leaf, "eq", node.value, node.path.position)
             # Index lookup both ways (members_by_member / primary key): members.value eq, groups.value eq.
+            self.index_lookup = True
             return f"(r.id IN (SELECT {mine} FROM members WHERE {theirs} = {self.bind(value)}))"
         expr = self._membership_column(leaf, edge, theirs, other)
         condition = self._element_condition(node, leaf, expr)
@@ -298,7 +304,8 @@ class _Compiler:
 def compile_filter(rtype: ResourceType, node: Node, unknown_is_false: bool = False) -> Compiled:
     """The WHERE condition (for alias `r`) of a filter on one resource type; raises FilterError."""
     compiler = _Compiler(rtype, unknown_is_false)
-    return Compiled(compiler.node(node), compiler.params)
+    sql = compiler.node(node)
+    return Compiled(sql, compiler.params, compiler.index_lookup)
 
 
 def sort_expression(rtype: ResourceType, path: AttrPath) -> tuple[str, bool]:
@@ -389,7 +396,8 @@ def _where(rtypes: list[ResourceType], node: Node | None) -> tuple[str, list[Any
     for rtype, compiled in compiled_by_type:
         if trace.active():
             trace.note("filter", resource_type=rtype.name, tree=to_text(node), sql=compiled.sql, params=compiled.params)
-        parts.append(f"(r.type = ? AND {compiled.sql})")
+        # `+r.type` keeps the type test off the indexes so an id lookup drives the query.
+        parts.append(f"({'+' if compiled.index_lookup else ''}r.type = ? AND {compiled.sql})")
         params += [rtype.name, *compiled.params]
     if not parts:
         raise failures[0]

@@ -66,6 +66,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
            FROM resources AS r, json_each(r.doc, '$.emails') AS e
            WHERE r.type = 'User' AND json_extract(e.value, '$.value') IS NOT NULL""",
     ),
+    (
+        # List pages walk resources of one type in id order (the stable order of every page)
+        # through this index instead of sorting the whole table for each page; the externalId
+        # and lastModified indexes end in id too, so a lookup is also in page order and SQLite
+        # keeps preferring them (Entra matches by externalId, SailPoint's delta by lastModified).
+        "CREATE INDEX resources_type_id ON resources (type, id)",
+        "DROP INDEX resources_external_id",
+        "CREATE INDEX resources_external_id ON resources (type, external_id, id)",
+        "DROP INDEX resources_last_modified",
+        "CREATE INDEX resources_last_modified ON resources (type, last_modified, id)",
+    ),
 )
 
 # Multi-valued sub-attributes kept in value_keys, per resource type.

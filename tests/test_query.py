@@ -398,3 +398,18 @@ def test_schemas_is_read_only_in_patch(client: ScimClient) -> None:
     response = client.patch(f"/scim/v2/Users/{uid}", json=patch_body({"op": "replace", "path": "schemas",
                                                                        "value": ["urn:x"]}))
     assert_scim_error(response, 400, "mutability")
+
+
+@pytest.mark.parametrize(("rtype", "text"), [(USER_TYPE, None), (USER_TYPE, 'externalId eq "bjensen"'),
+                                             (USER_TYPE, 'emails.value eq "bjensen@example.com"'),
+                                             (GROUP_TYPE, 'members.value eq "u1"')],
+                         ids=["plain list", "externalId", "emails.value", "members.value"])
+def test_pages_walk_an_index_in_order_never_sort_the_table(dataset_store: Store, rtype: ResourceType,
+                                                           text: str | None) -> None:
+    """A page is read in id order from an index (or by probing ids), so page N costs no sort of
+    every resource (measured: 1.3 s -> 13 ms at 100,000 users, docs/benchmarks.md)."""
+    with trace.recording() as decisions, dataset_store.read() as conn:
+        find(conn, [rtype], parse_filter(text) if text else None, None, False, 2, 100)
+        query = next(d for d in decisions if d["kind"] == "query")
+        plan = " | ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + query["sql"], query["params"]))
+    assert "TEMP B-TREE" not in plan and "SCAN r" not in plan, plan
