@@ -358,7 +358,6 @@ def find(conn: sqlite3.Connection, rtypes: list[ResourceType], node: Node | None
     key_exprs = _key_expressions(rtypes, sort_by)
     direction = " DESC" if descending else ""
     order = ", ".join(f"{expr}{direction}" for expr in key_exprs)
-    total = conn.execute(f"SELECT count(*) FROM resources AS r WHERE {where}", params).fetchone()[0]
     page_where, page_params = where, list(params)
     if after is not None:
         marks = ", ".join("?" * len(after))
@@ -369,6 +368,10 @@ def find(conn: sqlite3.Connection, rtypes: list[ResourceType], node: Node | None
     if trace.active():
         trace.note("query", sql=sql, params=page_params + [limit, offset])
     records = conn.execute(sql, page_params + [limit, offset]).fetchall()
+    if offset == 0 and after is None and len(records) < limit:
+        total = len(records)  # the page holds every match: no second query (Entra's lookups by filter)
+    else:
+        total = conn.execute(f"SELECT count(*) FROM resources AS r WHERE {where}", params).fetchone()[0]
     width = len(key_exprs)
     rows = rows_from(record[:-width] for record in records)
     return Page(rows, total, [tuple(record[-width:]) for record in records])
