@@ -9,6 +9,7 @@ reference cycle fail with 409 instead of hanging (RFC 7644 §3.7.1).
 
 from __future__ import annotations
 
+import heapq
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,14 +17,12 @@ from typing import Any
 from scimd import errors, trace
 from scimd.config import Config
 from scimd.directory import Directory, Outcome, Precondition
-from scimd.resource import Projection
 from scimd.schema import BULK_REQUEST_URN, BULK_RESPONSE_URN, GROUP_TYPE, USER_TYPE, ResourceType
 
 _BULK_ID = re.compile(r"bulkId:([^\s\"/]+)")
 _PATH = re.compile(r"^/?(Users|Groups)(?:/([^/]+))?/?$", re.IGNORECASE)
 _TYPES = {"users": USER_TYPE, "groups": GROUP_TYPE}
 _METHODS = ("POST", "PUT", "PATCH", "DELETE")
-_DEFAULT_PROJECTION = Projection(None, frozenset())
 
 
 @dataclass(slots=True)
@@ -102,23 +101,28 @@ def _references(value: Any) -> set[str]:
 
 
 def _ordered(ops: list[BulkOp]) -> list[BulkOp]:
-    """Dependencies first, otherwise request order; operations left in a cycle come last and fail."""
-    defined = {op.bulk_id: op for op in ops if op.bulk_id and op.method == "POST"}
-    done: set[int] = set()
+    """Dependencies first, otherwise request order (Kahn's algorithm, O(operations + references));
+    operations left waiting on each other form a cycle: they come last and fail."""
+    creators = {op.bulk_id: op.index for op in ops if op.bulk_id and op.method == "POST"}
+    waiting = {op.index: {creators[ref] for ref in op.needs if ref in creators} - {op.index} for op in ops}
+    dependants: dict[int, list[int]] = {}
+    for index, needed in waiting.items():
+        for dependency in needed:
+            dependants.setdefault(dependency, []).append(index)
+    ready = [index for index, needed in waiting.items() if not needed]
+    heapq.heapify(ready)
     order: list[BulkOp] = []
-    pending = list(ops)
-    while pending:
-        ready = [op for op in pending if all(ref not in defined or defined[ref].index in done
-                                             or defined[ref] is op for ref in op.needs)]
-        if not ready:
-            for op in pending:  # stuck: each waits on another, so each reports 409 (RFC 7644 §3.7.1)
-                op.in_cycle = True
-            order.extend(pending)
-            break
-        first = ready[0]
-        order.append(first)
-        done.add(first.index)
-        pending.remove(first)
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(ops[index])
+        for dependant in dependants.get(index, ()):
+            waiting[dependant].discard(index)
+            if not waiting[dependant]:
+                heapq.heappush(ready, dependant)
+    for op in ops:
+        if waiting[op.index]:  # stuck: each waits on another, so each reports 409 (RFC 7644 §3.7.1)
+            op.in_cycle = True
+            order.append(op)
     return order
 
 
@@ -187,12 +191,13 @@ def _target(op: BulkOp, path: str) -> tuple[ResourceType, str | None]:
 
 def _dispatch(directory: Directory, tx: Any, op: BulkOp, rtype: ResourceType, rid: str | None,
               data: Any) -> Outcome | None:
+    # No projection: a bulk result carries location and version, not the resource, so nothing is rendered.
     precondition = _version(op.version)
     if op.method == "POST":
-        return directory.create(rtype, data, _DEFAULT_PROJECTION, tx)
+        return directory.create(rtype, data, None, tx)
     assert rid is not None
     if op.method == "PUT":
-        return directory.replace(rtype, rid, data, precondition, _DEFAULT_PROJECTION, tx)
+        return directory.replace(rtype, rid, data, precondition, None, tx)
     if op.method == "PATCH":
         return directory.patch(rtype, rid, data, precondition, None, tx)
     directory.delete(rtype, rid, precondition, tx)

@@ -139,7 +139,7 @@ class Directory:
             with self.store.write() as own:
                 yield own
 
-    def create(self, rtype: ResourceType, body: Any, projection: Projection, tx: Tx | None = None) -> Outcome:
+    def create(self, rtype: ResourceType, body: Any, projection: Projection | None, tx: Tx | None = None) -> Outcome:
         draft = _with_defaults(rtype, parse_resource(rtype, body))
         secret = passwords.hash_password(draft.password) if draft.password else None
         with self._writing(tx) as tx:
@@ -150,7 +150,7 @@ class Directory:
             return self._outcome(tx, rtype, row, projection)
 
     def replace(self, rtype: ResourceType, rid: str, body: Any, precondition: Precondition | None,
-                projection: Projection, tx: Tx | None = None) -> Outcome:
+                projection: Projection | None, tx: Tx | None = None) -> Outcome:
         """PUT replaces every writable attribute (RFC 7644 §3.5.1)."""
         draft = parse_resource(rtype, body)
         with self._writing(tx) as tx:
