@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from bench import load, ops, procs, report
+from bench import inproc, load, ops, procs, report
 from bench.ceiling import SHAPE_PATH
 from bench.load import Request
 from bench.seed import Manifest, seed
@@ -95,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in servers:
             server.stop()
+    if not args.no_load:
+        say("bench: Looking Glass cost in CPU time per request, in-process")
+        results["looking_glass"]["cpu"] = inproc.looking_glass_cpu(
+            data_dir, manifest, batch=100 if args.quick else 400, rounds=4 if args.quick else 8)
+        say(f"bench: {results['looking_glass']['cpu']}")
     results["db_bytes_after"] = db_bytes(data_dir)
     results["machine"]["load_after"] = loadavg()
     results["elapsed_s"] = round(time.time() - started, 1)

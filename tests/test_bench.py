@@ -38,6 +38,7 @@ def test_quick_benchmark_writes_results(tmp_path: Path) -> None:
     assert results["seed"]["counts"]["users"] >= 2000
     assert results["startup"]["median_s"] > 0 and results["rss"]["rest_kb"] > 0
     assert results["bulk"]["scimd"]["statuses"] == [201]
-    assert {"get_user", "post_user"} <= set(results["looking_glass"])
+    assert {"get_user", "post_user", "cpu"} <= set(results["looking_glass"])
+    assert {"get_user", "post_user"} <= set(results["looking_glass"]["cpu"])
     assert {t["target"] for t in results["targets"]} and all("pass" in t for t in results["targets"])
     assert (out / "ci.md").read_text().count("| Target |") == 1
