@@ -211,7 +211,11 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path, seed: int) -> None:
             writers.append(Writer(daemon.port, f"w{index}-u", group["id"], seed * 100 + index))
         for writer in writers:
             writer.start()
-        time.sleep(rng.uniform(0.3, 1.5))
+        # Real work first (a loaded CI machine may be slow to start the writers), then a random moment.
+        deadline = time.monotonic() + 30
+        while sum(writer.acknowledged for writer in writers) < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.1, 1.2))
         assert daemon.process is not None
         daemon.process.kill()
         daemon.process.wait(timeout=10)
