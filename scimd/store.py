@@ -293,12 +293,16 @@ class View:
 
     def displays(self, ids: Iterable[str]) -> dict[str, str]:
         """The display name (displayName, else userName) of each resource that exists."""
+        return self._column_of("display", ids)
+
+    def _column_of(self, column: str, ids: Iterable[str]) -> dict[str, str]:
+        """id -> `column` for each id that exists, in chunks that stay under SQLite's variable limit."""
         wanted = list(dict.fromkeys(ids))
         found: dict[str, str] = {}
         for start in range(0, len(wanted), 500):
             chunk = wanted[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            found.update(self.conn.execute(f"SELECT id, display FROM resources WHERE id IN ({marks})", chunk))
+            found.update(self.conn.execute(f"SELECT id, {column} FROM resources WHERE id IN ({marks})", chunk))
         return found
 
 
@@ -389,13 +393,7 @@ class Tx(View):
 
     def member_types(self, ids: Iterable[str]) -> dict[str, str]:
         """The resource type of each id that exists (Users and Groups may both be members)."""
-        wanted = list(dict.fromkeys(ids))
-        found: dict[str, str] = {}
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            found.update(self.conn.execute(f"SELECT id, type FROM resources WHERE id IN ({marks})", chunk).fetchall())
-        return found
+        return self._column_of("type", ids)
 
     def add_members(self, group_id: str, ids: Iterable[str]) -> int:
         """Add members; the ones really added have a changed `groups` attribute, so they move too."""
