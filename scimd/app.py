@@ -11,7 +11,6 @@ from typing import Any, Callable, Iterable
 from werkzeug import exceptions as http_errors
 from werkzeug.datastructures import ETags
 from werkzeug.routing import Map, Rule, Submount
-from werkzeug.wrappers import Response
 
 from scimd import __version__, discovery, errors, search
 from scimd.bulk import run_bulk
@@ -23,7 +22,7 @@ from scimd.resource import Projection, parse_projection
 from scimd.schema import GROUP_TYPE, PUBLISHED_SCHEMAS, RESOURCE_TYPES, USER_TYPE, ResourceType
 from scimd.store import Store, StorageError
 from scimd.wsgi import (
-    Cors, ScimRequest, empty_response, error_response, from_http_exception, internal_error, json_response,
+    Cors, Reply, ScimRequest, empty_response, error_response, from_http_exception, internal_error, json_response,
     log_access, request_id,
 )
 
@@ -87,15 +86,14 @@ class ScimApp:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = self.request_class(environ)
         started = time.perf_counter()
-        rid = request_id(request)
-        response = self.respond(request, rid)
-        response.headers["X-Request-Id"] = rid
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        self.cors.decorate(request, response)
-        log_access(request, response, rid, started)
-        return response(environ, start_response)
+        rid = request_id(environ)
+        reply = self.respond(request, rid)
+        reply.headers += [("X-Request-Id", rid), ("X-Content-Type-Options", "nosniff")]
+        self.cors.decorate(request, reply)
+        log_access(request, reply.status, rid, started)
+        return reply(environ, start_response)
 
-    def respond(self, request: ScimRequest, rid: str) -> Response:
+    def respond(self, request: ScimRequest, rid: str) -> Reply:
         try:
             if self.cors.is_preflight(request):
                 return self.cors.preflight(request)
@@ -141,7 +139,7 @@ class ScimApp:
 
     # -- health and discovery --------------------------------------------------------------
 
-    def on_health(self, request: ScimRequest) -> Response:
+    def on_health(self, request: ScimRequest) -> Reply:
         try:
             self.store.ping()
         except StorageError as exc:
@@ -151,22 +149,22 @@ class ScimApp:
         return json_response({"status": "ok", "version": __version__, "storage": "ok"},
                              content_type="application/json")
 
-    def on_service_provider_config(self, request: ScimRequest) -> Response:
+    def on_service_provider_config(self, request: ScimRequest) -> Reply:
         return json_response(discovery.service_provider_config(self.config))
 
-    def on_resource_types(self, request: ScimRequest) -> Response:
+    def on_resource_types(self, request: ScimRequest) -> Reply:
         return json_response(discovery.list_response(discovery.resource_types(self.config.base_url)))
 
-    def on_resource_type(self, request: ScimRequest, name: str) -> Response:
+    def on_resource_type(self, request: ScimRequest, name: str) -> Reply:
         rtype = RESOURCE_TYPES.get(name.lower())
         if rtype is None:
             raise errors.NotFound(f"No resource type {name!r}.")
         return json_response(rtype.to_json(self.config.base_url))
 
-    def on_schemas(self, request: ScimRequest) -> Response:
+    def on_schemas(self, request: ScimRequest) -> Reply:
         return json_response(discovery.list_response(discovery.schemas(self.config.base_url)))
 
-    def on_schema(self, request: ScimRequest, urn: str) -> Response:
+    def on_schema(self, request: ScimRequest, urn: str) -> Reply:
         schema = PUBLISHED_SCHEMAS.get(urn.lower())
         if schema is None:
             raise errors.NotFound(f"No schema {urn!r}.")
@@ -174,36 +172,36 @@ class ScimApp:
 
     # -- resources -------------------------------------------------------------------------
 
-    def _list(self, request: ScimRequest, segment: str) -> Response:
+    def _list(self, request: ScimRequest, segment: str) -> Reply:
         rtype = _TYPES_BY_SEGMENT[segment]
         query = search.from_query(request.args)
         return json_response(self.directory.search([rtype], query, self.config.max_results))
 
-    def _search(self, request: ScimRequest, segment: str | None = None) -> Response:
+    def _search(self, request: ScimRequest, segment: str | None = None) -> Reply:
         rtypes = [_TYPES_BY_SEGMENT[segment]] if segment else [USER_TYPE, GROUP_TYPE]
         query = search.from_body(request.scim_json(self.config.max_body_bytes))
         return json_response(self.directory.search(rtypes, query, self.config.max_results))
 
-    def _get(self, request: ScimRequest, segment: str, rid: str) -> Response:
+    def _get(self, request: ScimRequest, segment: str, rid: str) -> Reply:
         rtype = _TYPES_BY_SEGMENT[segment]
         resource, etag = self.directory.get(rtype, rid, _projection(request, rtype))
         if _matches(request.if_none_match, etag):
             raise errors.NotModified(headers={"ETag": etag})
         return json_response(resource, headers={"ETag": etag})
 
-    def _create(self, request: ScimRequest, segment: str) -> Response:
+    def _create(self, request: ScimRequest, segment: str) -> Reply:
         rtype = _TYPES_BY_SEGMENT[segment]
         body = request.scim_json(self.config.max_body_bytes)
         outcome = self.directory.create(rtype, body, _projection(request, rtype))
         return _written(outcome, 201, {"Location": outcome.location})
 
-    def _replace(self, request: ScimRequest, segment: str, rid: str) -> Response:
+    def _replace(self, request: ScimRequest, segment: str, rid: str) -> Reply:
         rtype = _TYPES_BY_SEGMENT[segment]
         body = request.scim_json(self.config.max_body_bytes)
         outcome = self.directory.replace(rtype, rid, body, _precondition(request), _projection(request, rtype))
         return _written(outcome, 200)
 
-    def _patch(self, request: ScimRequest, segment: str, rid: str) -> Response:
+    def _patch(self, request: ScimRequest, segment: str, rid: str) -> Reply:
         rtype = _TYPES_BY_SEGMENT[segment]
         body = request.scim_json(self.config.max_body_bytes)
         # Groups answer 204 unless the client asks for attributes: Entra recommends it and a full
@@ -214,7 +212,7 @@ class ScimApp:
         outcome = self.directory.patch(rtype, rid, body, _precondition(request), projection)
         return _written(outcome, 200)
 
-    def _delete(self, request: ScimRequest, segment: str, rid: str) -> Response:
+    def _delete(self, request: ScimRequest, segment: str, rid: str) -> Reply:
         self.directory.delete(_TYPES_BY_SEGMENT[segment], rid, _precondition(request))
         return empty_response(204)
 
@@ -226,10 +224,10 @@ class ScimApp:
     on_users_patch = on_groups_patch = _patch
     on_users_delete = on_groups_delete = _delete
 
-    def on_root_search(self, request: ScimRequest) -> Response:
+    def on_root_search(self, request: ScimRequest) -> Reply:
         return self._search(request)
 
-    def on_bulk(self, request: ScimRequest) -> Response:
+    def on_bulk(self, request: ScimRequest) -> Reply:
         body = request.scim_json(limit=self.config.bulk_max_payload)
         return json_response(run_bulk(self.directory, self.config, body))
 
@@ -255,7 +253,7 @@ def _matches(tags: ETags, etag: str) -> bool:
     return tags.star_tag or bare in tags.as_set(include_weak=True)
 
 
-def _written(outcome: Outcome, status: int, headers: dict[str, str] | None = None) -> Response:
+def _written(outcome: Outcome, status: int, headers: dict[str, str] | None = None) -> Reply:
     headers = {"ETag": outcome.etag, **(headers or {})}
     if outcome.resource is None:
         return empty_response(204, headers)
