@@ -22,7 +22,7 @@ from scimd.resource import Projection, parse_projection
 from scimd.schema import GROUP_TYPE, PUBLISHED_SCHEMAS, RESOURCE_TYPES, USER_TYPE, ResourceType
 from scimd.store import Store, StorageError
 from scimd.wsgi import (
-    Cors, Reply, ScimRequest, empty_response, error_response, from_http_exception, internal_error, json_response,
+    Cors, Reply, Router, ScimRequest, empty_response, error_response, from_http_exception, internal_error, json_response,
     log_access, request_id,
 )
 
@@ -65,6 +65,7 @@ URL_MAP = Map([
         Rule("/Bulk", endpoint="bulk", methods=["POST"]),
     ]),
 ], strict_slashes=False, merge_slashes=False)
+ROUTER = Router(URL_MAP)
 
 
 class ScimApp:
@@ -97,7 +98,7 @@ class ScimApp:
         try:
             if self.cors.is_preflight(request):
                 return self.cors.preflight(request)
-            endpoint, values = URL_MAP.bind_to_environ(request.environ).match()
+            endpoint, values = ROUTER.match(request.path, request.method)
             self._guard(request, endpoint)
             return getattr(self, f"on_{endpoint}")(request, **values)
         except errors.ScimError as exc:

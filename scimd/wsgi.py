@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 import orjson
 from werkzeug import exceptions as http_errors
 from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.routing import Map
 from werkzeug.wrappers import Request
 
 from scimd import errors
@@ -117,6 +118,50 @@ def error_response(error: errors.ScimError) -> Reply:
     if error.status == 304:
         return empty_response(304, error.headers)
     return json_response(error.to_json(), error.status, headers=error.headers)
+
+
+class Router:
+    """A URL map's rules (literal paths, or paths ending in one `<argument>`) matched by two dict
+    lookups instead of Werkzeug's regex matcher (a tenth of a small request), with the same
+    answers: one trailing slash tolerated (strict_slashes=False), HEAD wherever GET is, 404 for an
+    unknown path and 405 naming the allowed methods."""
+
+    _ARGUMENT = re.compile(r"^(.*/)<(?:\w+:)?(\w+)>$")
+
+    def __init__(self, url_map: Map) -> None:
+        self._literal: dict[str, list[tuple[frozenset[str], str, dict[str, str]]]] = {}
+        self._prefixed: dict[str, list[tuple[frozenset[str], str, dict[str, str]]]] = {}
+        self._argument: dict[str, str] = {}
+        for rule in url_map.iter_rules():
+            route = (frozenset(rule.methods or ()), str(rule.endpoint), dict(rule.defaults or {}))
+            found = self._ARGUMENT.match(rule.rule)
+            if found is None:
+                self._literal.setdefault(rule.rule, []).append(route)
+            else:
+                self._prefixed.setdefault(found[1], []).append(route)
+                self._argument[found[1]] = found[2]
+
+    def match(self, path: str, method: str) -> tuple[str, dict[str, str]]:
+        if len(path) > 1 and path.endswith("/"):
+            path = path[:-1]
+        allowed: set[str] = set()
+        for routes, values in self._candidates(path):
+            for methods, endpoint, defaults in routes:
+                if method in methods:
+                    return endpoint, {**defaults, **values}
+                allowed |= methods
+        if allowed:
+            raise http_errors.MethodNotAllowed(valid_methods=sorted(allowed))
+        raise http_errors.NotFound()
+
+    def _candidates(self, path: str) -> Iterable[tuple[list[tuple[frozenset[str], str, dict[str, str]]], dict[str, str]]]:
+        """The literal rule first, then the rule whose argument takes the last path segment."""
+        if path in self._literal:
+            yield self._literal[path], {}
+        prefix, _, last = path.rpartition("/")
+        prefix += "/"
+        if last and prefix in self._prefixed:
+            yield self._prefixed[prefix], {self._argument[prefix]: last}
 
 
 def from_http_exception(exc: http_errors.HTTPException) -> errors.ScimError:
