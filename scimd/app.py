@@ -186,7 +186,7 @@ class ScimApp:
     def _get(self, request: ScimRequest, segment: str, rid: str) -> Reply:
         rtype = _TYPES_BY_SEGMENT[segment]
         resource, etag = self.directory.get(rtype, rid, _projection(request, rtype))
-        if _matches(request.if_none_match, etag):
+        if "HTTP_IF_NONE_MATCH" in request.environ and _matches(request.if_none_match, etag):
             raise errors.NotModified(headers={"ETag": etag})
         return json_response(resource, headers={"ETag": etag})
 
@@ -234,6 +234,8 @@ class ScimApp:
 
 
 def _projection(request: ScimRequest, rtype: ResourceType) -> Projection:
+    if not request.environ.get("QUERY_STRING"):  # most requests: no need to parse the query
+        return parse_projection(rtype, (), ())
     return parse_projection(rtype, _csv(request.args.get("attributes")), _csv(request.args.get("excludedAttributes")))
 
 

@@ -16,7 +16,7 @@ from scimd import cursor, errors, passwords, trace
 from scimd.discovery import CURSOR_TIMEOUT_SECONDS
 from scimd.filter import FilterError, to_text
 from scimd.patch import MemberChanges, apply_patch, parse_patch_request
-from scimd.resource import Draft, Projection, location, parse_projection, parse_resource, project, render
+from scimd.resource import Draft, Projection, keeps, location, parse_projection, parse_resource, project, render
 from scimd.schema import ENTERPRISE_URN, GROUP_TYPE, LIST_RESPONSE_URN, USER_TYPE, ResourceType
 from scimd.search import Search
 from scimd.sql import Page, SortError, find
@@ -64,9 +64,9 @@ class Directory:
         (`excludedAttributes=members` on a 100,000-member group costs nothing, E21)."""
         edge_attr = "members" if rtype is GROUP_TYPE else "groups"
         wanted = [row.id for row in rows]
-        edges = view.memberships(rtype, wanted) if projection.wants(rtype.core.id, edge_attr) else {}
+        edges = view.memberships(rtype, wanted) if keeps(rtype, projection, rtype.core.id, edge_attr) else {}
         resources = [render(rtype, row, self.base_url, edges.get(row.id)) for row in rows]
-        if rtype is USER_TYPE and projection.wants(ENTERPRISE_URN, "manager"):
+        if rtype is USER_TYPE and keeps(rtype, projection, ENTERPRISE_URN, "manager"):
             self._complete_managers(resources, view)
         return [project(rtype, resource, projection) for resource in resources]
 
@@ -75,6 +75,8 @@ class Directory:
         (RFC 7643 §4.3), looked up for the whole page at once; a manager id this directory does
         not hold (yet: Entra sets managers in a second pass) is returned as stored."""
         managed = [r for r in resources if isinstance(r.get(ENTERPRISE_URN, {}).get("manager"), dict)]
+        if not managed:
+            return
         names = view.displays(r[ENTERPRISE_URN]["manager"].get("value", "") for r in managed)
         for resource in managed:
             manager_id = resource[ENTERPRISE_URN]["manager"].get("value")

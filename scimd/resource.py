@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from scimd import errors, trace
 from scimd.schema import (
-    BINARY, BOOLEAN, COMMON, COMPLEX, DATETIME, DECIMAL, ENTERPRISE_URN, GROUP_TYPE, INTEGER, Attribute, ResourceType,
-    GROUP_URN, USER_URN, Schema, parse_datetime, split_urn,
+    BINARY, BOOLEAN, COMMON, COMPLEX, DATETIME, DECIMAL, ENTERPRISE_URN, GROUP_TYPE, INTEGER, USER_TYPE, Attribute,
+    ResourceType, GROUP_URN, USER_URN, Schema, parse_datetime, split_urn,
 )
 from scimd.store import MemberRef, Row
 
@@ -333,15 +334,15 @@ class Projection:
     include: frozenset[tuple[str, str, str | None]] | None  # (schema id, attribute, sub) ; None = default set
     exclude: frozenset[tuple[str, str, str | None]]
 
-    def wants(self, schema_id: str, name: str) -> bool:
-        """Would this top-level attribute appear at all? (Lets the caller skip loading members.)"""
-        key_match = lambda keys: any(s == schema_id and a == name for s, a, _ in keys)  # noqa: E731
-        if self.include is not None:
-            return key_match(self.include)
-        return not any(s == schema_id and a == name and sub is None for s, a, sub in self.exclude)
-
 
 def parse_projection(rtype: ResourceType, attributes: Iterable[str], excluded: Iterable[str]) -> Projection:
+    return _parse_projection(rtype.name, tuple(attributes), tuple(excluded))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_projection(rtype_name: str, attributes: tuple[str, ...], excluded: tuple[str, ...]) -> Projection:
+    """Cached: clients repeat the same few lists (none at all, or Entra's `excludedAttributes=members`)."""
+    rtype = GROUP_TYPE if rtype_name == GROUP_TYPE.name else USER_TYPE
     include = _projection_keys(rtype, attributes)
     exclude = _projection_keys(rtype, excluded)
     return Projection(frozenset(include) if include else None, frozenset(exclude))
@@ -370,34 +371,76 @@ def _holder_id(rtype: ResourceType, schema: Schema) -> str:
 def project(rtype: ResourceType, resource: dict[str, Any], projection: Projection) -> dict[str, Any]:
     """Apply the projection; `returned: always` attributes (id, schemas) are never removed."""
     out: dict[str, Any] = {"schemas": resource["schemas"], "id": resource["id"]}
-    for schema in (rtype.core, COMMON, *rtype.extensions):
-        holder = resource if schema.id in _CORE_URNS else resource.get(schema.id)
+    for schema_id, kept_here in _plan(rtype, projection):
+        holder = resource if schema_id is None else resource.get(schema_id)
         if not isinstance(holder, dict):
             continue
         kept: dict[str, Any] = {}
-        for attr in schema.attributes:
-            if attr.name in ("id", "schemas") or attr.name not in holder:
+        for name, value in holder.items():
+            subs = kept_here.get(name)
+            if subs is None:
                 continue
-            value = _project_attribute(_holder_id(rtype, schema), attr, holder[attr.name], projection)
+            value = value if subs is _ALL else _trim(value, subs)
             if value is not None:
-                kept[attr.name] = value
-        if schema.id in _CORE_URNS:
+                kept[name] = value
+        if schema_id is None:
             out.update(kept)
         elif kept:
-            out[schema.id] = kept
+            out[schema_id] = kept
     return out
 
 
-def _project_attribute(schema_id: str, attr: Attribute, value: Any, projection: Projection) -> Any:
+def keeps(rtype: ResourceType, projection: Projection, schema_id: str, name: str) -> bool:
+    """Would this top-level attribute appear at all? (Lets the caller skip loading members.)"""
+    holder = None if schema_id in _CORE_URNS else schema_id
+    return any(holder == where and name in kept for where, kept in _plan(rtype, projection))
+
+
+_ALL = "all"
+# What survives of each top-level attribute, per (resource type, projection): computed once for
+# the few projections clients use, instead of walking every attribute of every schema per resource.
+_Plan = tuple[tuple[str | None, dict[str, "str | set[str]"]], ...]
+_plans: dict[tuple[str, Projection], _Plan] = {}
+_MAX_PLANS = 1024
+
+
+def _plan(rtype: ResourceType, projection: Projection) -> _Plan:
+    key = (rtype.name, projection)
+    plan = _plans.get(key)
+    if plan is None:
+        if len(_plans) >= _MAX_PLANS:  # clients could send endless distinct attribute lists
+            _plans.clear()
+        plan = _plans[key] = _build_plan(rtype, projection)
+    return plan
+
+
+def _build_plan(rtype: ResourceType, projection: Projection) -> _Plan:
+    """Per holder (None: the resource itself, for the core schema and the common attributes; else
+    an extension's URN): attribute name -> _ALL or the set of sub-attributes kept."""
+    plan: list[tuple[str | None, dict[str, str | set[str]]]] = []
+    for schemas, holder in (((rtype.core, COMMON), None), *(((ext,), ext.id) for ext in rtype.extensions)):
+        kept: dict[str, str | set[str]] = {}
+        for schema in schemas:
+            for attr in schema.attributes:
+                if attr.name in ("id", "schemas"):
+                    continue
+                subs = _kept_subs(_holder_id(rtype, schema), attr, projection)
+                if subs is not None:
+                    kept[attr.name] = subs
+        plan.append((holder, kept))
+    return tuple(plan)
+
+
+def _kept_subs(schema_id: str, attr: Attribute, projection: Projection) -> str | set[str] | None:
     if attr.returned == "always":
-        return value
+        return _ALL
     if attr.returned == "never":
         return None
-    subs = _selected_subs(schema_id, attr, projection)
-    if subs is None:
-        return None
-    if subs == "all":
-        return value
+    return _selected_subs(schema_id, attr, projection)
+
+
+def _trim(value: Any, subs: set[str]) -> Any:
+    """Only the selected sub-attributes of a complex value (or of each element of a list)."""
     if isinstance(value, list):
         trimmed = [{k: v for k, v in element.items() if k in subs} for element in value if isinstance(element, dict)]
         return [element for element in trimmed if element] or None
@@ -407,19 +450,19 @@ def _project_attribute(schema_id: str, attr: Attribute, value: Any, projection: 
 
 
 def _selected_subs(schema_id: str, attr: Attribute, projection: Projection) -> set[str] | str | None:
-    """Which sub-attributes survive: "all", a set of names, or None for the whole attribute dropped."""
+    """Which sub-attributes survive: _ALL, a set of names, or None for the whole attribute dropped."""
     if projection.include is not None:
         picked = {sub for s, a, sub in projection.include if s == schema_id and a == attr.name}
         if not picked:
-            return "all" if attr.returned == "always" else None
+            return _ALL if attr.returned == "always" else None
         if None in picked or not attr.sub_attributes:
-            return "all"
+            return _ALL
         return {sub for sub in picked if sub} | {s.name for s in attr.sub_attributes if s.returned == "always"}
     if attr.returned == "request":
         return None
     dropped = {sub for s, a, sub in projection.exclude if s == schema_id and a == attr.name}
     if not dropped:
-        return "all"
+        return _ALL
     if None in dropped:
         return None
     return {s.name for s in attr.sub_attributes if s.name not in dropped}
