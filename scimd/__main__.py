@@ -16,7 +16,8 @@ from typing import Callable, Sequence
 import orjson
 
 from scimd import __version__, admin
-from scimd.config import Config, ConfigError, load
+from scimd.config import ConfigError, load
+from scimd.logs import setup_logging
 
 log = logging.getLogger("scimd")
 
@@ -46,10 +47,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(config: Config) -> None:
-    logging.basicConfig(stream=sys.stderr, level=config.log_level.upper(), format="%(message)s")
-
-
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load()
     print(orjson.dumps(config.masked(), option=orjson.OPT_INDENT_2).decode())
@@ -68,7 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from scimd.store import StorageError, Store
 
     config = load()
-    setup_logging(config)
+    setup_logging(config.log_level, sys.stderr)
     if not config.auth_enabled:
         log.warning("WARNING: SCIM_API_TOKEN is not set: the SCIM API is open to anyone who can reach this port")
     try:

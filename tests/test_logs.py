@@ -1,0 +1,65 @@
+"""The batching log handler: access lines leave in batches, warnings at once and in order,
+nothing is lost at close."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+
+from scimd.logs import BatchingHandler
+
+
+def make_logger(stream: io.StringIO, interval: float = 60.0, limit: int = 100) -> tuple[logging.Logger, BatchingHandler]:
+    handler = BatchingHandler(stream, interval=interval, limit=limit)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.Logger(f"test-{id(stream)}", logging.INFO)
+    logger.addHandler(handler)
+    return logger, handler
+
+
+def test_info_lines_wait_and_a_warning_writes_them_first_in_order() -> None:
+    stream = io.StringIO()
+    logger, handler = make_logger(stream)
+    logger.info("one")
+    logger.info("two")
+    assert stream.getvalue() == ""
+    logger.warning("three")
+    assert stream.getvalue() == "INFO one\nINFO two\nWARNING three\n"
+    handler.close()
+
+
+def test_a_full_batch_is_written_without_waiting() -> None:
+    stream = io.StringIO()
+    logger, handler = make_logger(stream, limit=3)
+    for n in range(3):
+        logger.info("line %d", n)
+    assert stream.getvalue().splitlines() == ["INFO line 0", "INFO line 1", "INFO line 2"]
+    handler.close()
+
+
+def test_pending_lines_are_written_within_the_interval() -> None:
+    stream = io.StringIO()
+    logger, handler = make_logger(stream, interval=0.05)
+    logger.info("late")
+    deadline = time.monotonic() + 5
+    while stream.getvalue() == "" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stream.getvalue() == "INFO late\n"
+    handler.close()
+
+
+def test_close_writes_everything_pending() -> None:
+    stream = io.StringIO()
+    logger, handler = make_logger(stream)
+    logger.info("last words")
+    handler.close()
+    assert stream.getvalue() == "INFO last words\n"
+
+
+def test_a_closed_stream_does_not_break_logging() -> None:
+    stream = io.StringIO()
+    logger, handler = make_logger(stream)
+    stream.close()
+    logger.warning("nowhere to go")  # must not raise
+    handler.close()
