@@ -148,6 +148,10 @@ def build_server(app: Any, config: Config) -> _Server:
         ident="scimd",
         clear_untrusted_proxy_headers=True,
     )
+    # waitress warns "Task queue depth is N" for every request that waits for a free thread:
+    # one warning per request exactly when the server is busiest. Waiting for a thread is
+    # ordinary backpressure, not a fault, and the access log already shows the latency.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     if len(adj.listen) != 1:
         raise ConfigError(f"SHOWCASE_LISTEN_ADDR: {config.host!r} resolves to {len(adj.listen)} addresses; "
                           "give one address")

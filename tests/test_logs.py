@@ -63,3 +63,16 @@ def test_a_closed_stream_does_not_break_logging() -> None:
     stream.close()
     logger.warning("nowhere to go")  # must not raise
     handler.close()
+
+
+def test_waitress_does_not_warn_for_every_queued_request() -> None:
+    from scimd.config import Config
+    from scimd.server import build_server
+
+    server = build_server(lambda environ, start_response: [], Config(host="127.0.0.1", port=0, threads=1))
+    try:
+        assert not logging.getLogger("waitress.queue").isEnabledFor(logging.WARNING)
+        assert logging.getLogger("waitress.queue").isEnabledFor(logging.ERROR)
+    finally:
+        server.task_dispatcher.shutdown()
+        server.close()
