@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -131,6 +132,9 @@ class _Server(TcpWSGIServer):
         return min(waiting, key=lambda pair: pair[0])[1] if waiting else None
 
 
+SWITCH_INTERVAL_SECONDS = 50e-6
+
+
 def build_server(app: Any, config: Config) -> _Server:
     """The waitress server for `config`, its limits set so idle or slow clients cannot starve
     real ones."""
@@ -152,6 +156,14 @@ def build_server(app: Any, config: Config) -> _Server:
     # one warning per request exactly when the server is busiest. Waiting for a thread is
     # ordinary backpressure, not a fault, and the access log already shows the latency.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    # waitress's one I/O thread needs the GIL for every request it reads or writes, while the
+    # workers hold it. CPython makes a thread that waits for the GIL wait up to the switch
+    # interval (5 ms by default) before it forces a switch, and a thread that released the GIL
+    # for a moment (a socket write, an SQLite step) usually takes it back before the woken one
+    # runs: the I/O thread starves in 5 ms steps. Measured at 16 connections on a 2-core VM,
+    # GET /Users/{id} swung between 64 and 1,200 requests/s with 5 ms and held 1,200-1,600 with
+    # 50 µs (docs/benchmarks.md); POST, bound by fsync, did not move.
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     if len(adj.listen) != 1:
         raise ConfigError(f"SHOWCASE_LISTEN_ADDR: {config.host!r} resolves to {len(adj.listen)} addresses; "
                           "give one address")

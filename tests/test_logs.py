@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 import time
+
+import pytest
 
 from scimd.logs import BatchingHandler
 
@@ -65,14 +68,18 @@ def test_a_closed_stream_does_not_break_logging() -> None:
     handler.close()
 
 
-def test_waitress_does_not_warn_for_every_queued_request() -> None:
+def test_serving_sets_up_waitress_for_load() -> None:
+    """No warning per queued request; a GIL switch interval short enough for waitress's I/O thread."""
     from scimd.config import Config
-    from scimd.server import build_server
+    from scimd.server import SWITCH_INTERVAL_SECONDS, build_server
 
+    default = sys.getswitchinterval()
     server = build_server(lambda environ, start_response: [], Config(host="127.0.0.1", port=0, threads=1))
     try:
         assert not logging.getLogger("waitress.queue").isEnabledFor(logging.WARNING)
         assert logging.getLogger("waitress.queue").isEnabledFor(logging.ERROR)
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_SECONDS)
     finally:
         server.task_dispatcher.shutdown()
         server.close()
+        sys.setswitchinterval(default)
