@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import re
 import secrets as _secrets
 import threading
@@ -405,20 +406,33 @@ class Event:
 class EventRing:
     """The last `capacity` events, each numbered by a sequence that never repeats.
 
-    A fixed list indexed by seq % capacity rather than a deque: appending and reading any slice
-    are O(1) per event, and the lock is held only to touch the slots, never during I/O.
+    A fixed list indexed by seq % capacity, appended to without a lock: under the GIL,
+    next(itertools.count) and a list item assignment are each atomic, and a lock (let alone a
+    Condition's notify_all) would cost a request more than the rest of its append. So a reader
+    never holds up a request, however slow. The price is on the readers' side: two requests may
+    number their events 5 and 6 and store them in the other order, so a reader stops at the first
+    number not stored yet rather than skip it (see _collect).
+
+    A Condition wakes the streams waiting in wait_since(); an append touches it only when one is.
     """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._slots: list[Event | None] = [None] * capacity
-        self._seq = 0
+        self._numbers = itertools.count(1)
+        self._newest = 0  # a hint for last_seq: the last number stored, possibly by a slower request
         self._closed = False
         self._changed = threading.Condition(threading.Lock())
+        self._waiting = 0  # streams inside wait_since(); changed under the Condition's lock
 
     @property
     def last_seq(self) -> int:
-        return self._seq
+        """The newest number stored, as far as a reader can tell without a lock: the one the last
+        append to finish stored, or any stored in sequence after it."""
+        seq = self._newest
+        while self._holds(seq + 1):
+            seq += 1
+        return seq
 
     @property
     def closed(self) -> bool:
@@ -431,28 +445,49 @@ class EventRing:
             self._changed.notify_all()
 
     def append(self, event: Event) -> int:
-        with self._changed:
-            self._seq += 1
-            event.seq = self._seq
-            self._slots[self._seq % self.capacity] = event
-            self._changed.notify_all()
-            return self._seq
+        seq = event.seq = next(self._numbers)
+        self._slots[seq % self.capacity] = event
+        self._newest = seq
+        # Read after the store: a stream that starts waiting later sees the event when it checks
+        # for one under the lock, and one that is already waiting is counted here.
+        if self._waiting:
+            with self._changed:
+                self._changed.notify_all()
+        return seq
 
     def since(self, seq: int, limit: int = DEFAULT_LIMIT) -> list[Event]:
         """Up to `limit` events with a sequence number above `seq`, oldest first."""
-        with self._changed:
-            return self._slice(seq, limit)
+        return self._collect(seq, limit)
 
     def wait_since(self, seq: int, timeout: float, limit: int = DEFAULT_LIMIT) -> list[Event]:
         """Like since(), but blocks up to `timeout` seconds for an event to arrive (or close())."""
         with self._changed:
-            self._changed.wait_for(lambda: self._seq > seq or self._closed, timeout)
-            return self._slice(seq, limit)
+            self._waiting += 1
+            try:
+                self._changed.wait_for(lambda: self._closed or self._holds(seq + 1, or_later=True), timeout)
+            finally:
+                self._waiting -= 1
+        return self._collect(seq, limit)
 
-    def _slice(self, seq: int, limit: int) -> list[Event]:
-        first = max(seq + 1, self._seq - self.capacity + 1, 1)
-        last = min(self._seq, first + limit - 1)
-        return [self._slots[n % self.capacity] for n in range(first, last + 1)]  # type: ignore[misc]
+    def _holds(self, seq: int, *, or_later: bool = False) -> bool:
+        """Whether event `seq` is stored (or, with or_later, a later one that took its slot)."""
+        event = self._slots[seq % self.capacity]
+        return event is not None and (event.seq == seq or (or_later and event.seq > seq))
+
+    def _collect(self, seq: int, limit: int) -> list[Event]:
+        events: list[Event] = []
+        number = max(seq + 1, 1)
+        while len(events) < limit:
+            event = self._slots[number % self.capacity]
+            if event is None or event.seq < number:
+                break  # not stored yet: stop here, or this reader would never see it
+            if event.seq > number:
+                # The ring has gone round past `number`: resume at the oldest event it can still hold.
+                number = event.seq - self.capacity + 1
+                continue
+            events.append(event)
+            number += 1
+        return events
 
 
 class TicketSigner:

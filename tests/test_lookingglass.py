@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from typing import Any, Iterable, Iterator
@@ -278,6 +279,44 @@ def test_wait_since_times_out_then_wakes_on_append() -> None:
     assert time.monotonic() - started >= 0.04
     threading.Timer(0.05, ring.append, args=(event(),)).start()
     assert seqs(ring.wait_since(0, timeout=5)) == [1]
+
+
+def test_a_reader_stops_at_an_event_still_being_stored() -> None:
+    """Appends take no lock: a request may be numbered 2 and still be storing its event when the
+    request numbered 3 has stored its own. A reader must wait for 2, not skip it for good."""
+    ring = lg.EventRing(10)
+    ring.append(event())
+    slow = event()
+    slow.seq = next(ring._numbers)  # what append() does first; then its request is preempted
+    ring.append(event())
+    assert seqs(ring.since(0)) == [1] and ring.wait_since(1, timeout=0.01) == []
+    ring._slots[slow.seq % ring.capacity] = slow  # ...and resumes
+    assert seqs(ring.since(0)) == [1, 2, 3] and ring.last_seq == 3
+
+
+def test_concurrent_appends_reach_readers_in_order_and_once() -> None:
+    ring = lg.EventRing(10_000)
+    writers, each = 4, 1500
+    seen: list[int] = []
+
+    def follow() -> None:  # as a stream does
+        while len(seen) < writers * each:
+            batch = ring.wait_since(seen[-1] if seen else 0, timeout=5, limit=lg.MAX_LIMIT)
+            assert batch, "a stream waited out its timeout while events were being appended"
+            seen.extend(seqs(batch))
+
+    reader = threading.Thread(target=follow)
+    threads = [threading.Thread(target=lambda: [ring.append(event()) for _ in range(each)]) for _ in range(writers)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, inside append() too
+    try:
+        for thread in [reader, *threads]:
+            thread.start()
+        for thread in [*threads, reader]:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert seen == list(range(1, writers * each + 1)) and ring.last_seq == writers * each
 
 
 def test_close_wakes_waiters() -> None:
