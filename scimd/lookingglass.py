@@ -78,6 +78,7 @@ _ENCODED_NAME_CHAR = re.compile(r"%(?:[46][1-9a-f]|[57][0-9a]|5f)", re.IGNORECAS
 # lowercase copy: on a 64 KiB list page that halves the cost of capture.
 _RESPONSE_NAMES = tuple(name.encode() for name in sorted(_NEVER_RETURNED | {"password"}))
 _LOOKAHEAD = 256  # a trigger straddling the 64 KiB cut must still be seen
+_WINDOW = BODY_LIMIT + _LOOKAHEAD
 
 _WORD = re.compile(r"[\w$-]+")
 # Double-quoted (JSON, filters) or single-quoted (Python repr in the core's leniency notes).
@@ -104,10 +105,25 @@ def is_sensitive_path(path: str) -> bool:
     return any(word in SENSITIVE_NAMES for word in _WORD.findall(path.lower()))
 
 
+# Substring searches beat one regex alternation by several times (re scans per position), and a
+# plain loop beats any() over a generator, whose frame costs more than searching a short body.
+def _holds_any(haystack: str, needles: tuple[str, ...]) -> bool:
+    for needle in needles:
+        if needle in haystack:
+            return True
+    return False
+
+
+def _bytes_hold_any(haystack: bytes, needles: tuple[bytes, ...]) -> bool:
+    # find(), not `in`: on bytes, `in` first tries the needle as an int and discards the TypeError.
+    for needle in needles:
+        if haystack.find(needle) != -1:
+            return True
+    return False
+
+
 def _mentions_sensitive(text: str) -> bool:
-    # Substring searches beat one regex alternation here by several times (re scans per position).
-    lowered = text.lower()
-    return any(name in lowered for name in _NAMES)
+    return _holds_any(text.lower(), _NAMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,15 +132,17 @@ class Secrets:
     so the per-request checks are plain substring searches."""
 
     texts: tuple[str, ...] = ()
-    raw: tuple[bytes, ...] = ()  # in a body as sent
-    escaped: tuple[bytes, ...] = ()  # inside a JSON string
+    in_json: tuple[bytes, ...] = ()  # in a body as sent, or as orjson spells it inside a string
     quoted: tuple[str, ...] = ()  # percent-encoded in a query string
 
     @classmethod
     def of(cls, tokens: Iterable[str]) -> Secrets:
         texts = tuple(dict.fromkeys(t for t in tokens if t))
-        return cls(texts, tuple(t.encode() for t in texts), tuple(orjson.dumps(t)[1:-1] for t in texts),
-                   tuple(quote(t, safe="") for t in texts))
+        in_json = dict.fromkeys(form for t in texts for form in (t.encode(), orjson.dumps(t)[1:-1]))
+        return cls(texts, tuple(in_json), tuple(quote(t, safe="") for t in texts))
+
+    def found_in(self, text: str) -> bool:
+        return _holds_any(text, self.texts)
 
     def scrub(self, text: str) -> str:
         """Replace every token that appears verbatim in `text`."""
@@ -195,13 +213,17 @@ def redact_decision(decision: dict[str, Any], secrets: Secrets = NO_SECRETS) -> 
     return redacted
 
 
+NO_DECISIONS = b"[]"
+
+
 def redact_decisions(decisions: list[dict[str, Any]], secrets: Secrets = NO_SECRETS) -> bytes:
     """The decisions as a JSON array, redacted. Serialised here, on capture, so the event holds
     a snapshot rather than references into the core's live data; when the serialised form names
     no secret and holds no token (the usual case) it is kept without walking the decisions."""
+    if not decisions:
+        return NO_DECISIONS
     blob = _dump(decisions)
-    lowered = blob.lower()
-    if not any(t in lowered for t in _NAME_TRIGGERS) and not any(s in blob for s in secrets.escaped):
+    if not _bytes_hold_any(blob.lower(), _NAME_TRIGGERS) and not _bytes_hold_any(blob, secrets.in_json):
         return blob
     return _dump([redact_decision(d, secrets) for d in decisions])
 
@@ -219,7 +241,9 @@ def redact_query(qs: str, secrets: Secrets = NO_SECRETS) -> str:
     query an IdP sends. Secret names are made of letters and `_`, so unless one of those is
     percent-encoded the raw query shows them, and decoding (slow, pure Python) is skipped.
     """
-    visible = unquote_plus(qs) if _ENCODED_NAME_CHAR.search(qs) else qs
+    if not qs:
+        return qs
+    visible = unquote_plus(qs) if "%" in qs and _ENCODED_NAME_CHAR.search(qs) else qs
     if not _mentions_sensitive(visible) and not _holds_token(qs, secrets):
         return qs
     parts = []
@@ -230,23 +254,25 @@ def redact_query(qs: str, secrets: Secrets = NO_SECRETS) -> str:
 
 
 def _holds_token(qs: str, secrets: Secrets) -> bool:
-    return any(t in qs for t in secrets.texts) or any(q in qs for q in secrets.quoted)
+    return _holds_any(qs, secrets.texts) or _holds_any(qs, secrets.quoted)
 
 
 def _redact_param(key: str, raw_value: str, secrets: Secrets) -> str:
     if is_sensitive_path(key):
         return quote(REDACTED, safe=_QUERY_SAFE)
     value = unquote_plus(raw_value)
-    if any(secret in value for secret in secrets.texts):
+    if secrets.found_in(value):
         return quote(REDACTED, safe=_QUERY_SAFE)
     scrubbed = scrub_text(value)
     return raw_value if scrubbed == value else quote(scrubbed, safe=_QUERY_SAFE)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Body:
     """A body as kept: the redacted bytes (as sent, or re-serialised where redaction edited them),
-    cut at BODY_LIMIT. Decoded only when someone reads the event."""
+    cut at BODY_LIMIT. Decoded only when someone reads the event. Not frozen: a frozen dataclass
+    sets each field through object.__setattr__, several times slower, and one is made on every
+    request; nothing assigns to a Body after redact_body made it."""
 
     data: bytes
     size: int
@@ -260,6 +286,9 @@ class Body:
         return {"body": self.text(), "size": self.size, "truncated": self.truncated}
 
 
+NO_BODY = Body(b"", 0, False)
+
+
 def redact_body(data: bytes, secrets: Secrets = NO_SECRETS, *, response: bool = False) -> Body:
     """Redact a request or response body and cut it at BODY_LIMIT.
 
@@ -269,15 +298,15 @@ def redact_body(data: bytes, secrets: Secrets = NO_SECRETS, *, response: bool = 
     only for what its serialiser could wrongly emit (see _RESPONSE_NAMES).
     """
     if not data:
-        return Body(b"", 0, False)
-    window = data[:BODY_LIMIT + _LOOKAHEAD]
-    if response:
-        clean = not any(name in window for name in _RESPONSE_NAMES)
+        return NO_BODY
+    window = data[:_WINDOW]  # the body itself, no copy, when it is shorter
+    if not response:
+        clean = not _bytes_hold_any(window.lower(), _TRIGGERS)
     else:
-        lowered = window.lower()
-        clean = not any(t in lowered for t in _TRIGGERS)
-    if clean and not any(s in window for s in secrets.raw):
-        return _cut(data, len(data))
+        clean = not _bytes_hold_any(window, _RESPONSE_NAMES)
+    if clean and not _bytes_hold_any(window, secrets.in_json):
+        size = len(data)
+        return Body(data, size, False) if size <= BODY_LIMIT else _cut(data, size)
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -343,9 +372,9 @@ def resource_of(path: str) -> str:
 class Event:
     """One exchange as kept in the ring, already redacted.
 
-    Capture does only the redaction, on the request's thread; formatting, client detection and
-    JSON rendering wait for the first reader (and are cached), so an unwatched server pays nothing
-    for them.
+    Capture does only the redaction, on the request's thread; formatting, status parsing, client
+    detection and JSON rendering wait for the first reader (and are cached), so an unwatched
+    server pays nothing for them. Build events with capture(), which redacts.
     """
 
     started: float  # epoch seconds
@@ -354,7 +383,7 @@ class Event:
     method: str
     path: str
     query: str
-    status: int
+    status: str  # the status line as the app sent it ("201 Created"); parsed when read
     duration_ms: float
     request_id: str | None
     request_type: str
@@ -366,19 +395,27 @@ class Event:
     _json: bytes | None = None
 
     @classmethod
-    def capture(cls, *, started: float, client_address: str, user_agent: str, method: str, path: str,
-                query: str, status: int, duration_ms: float, request_id: str | None, request_type: str,
+    def capture(cls, started: float, client_address: str, user_agent: str, method: str, path: str,
+                query: str, status: str, duration_ms: float, request_id: str | None, request_type: str,
                 request_body: bytes, response_type: str, response_body: bytes,
                 decisions: list[dict[str, Any]], secrets: Secrets = NO_SECRETS) -> Event:
-        """Redact what the HTTP layer observed: nothing un-redacted outlives this call."""
-        return cls(
-            started=started, client_address=client_address, user_agent=secrets.scrub(user_agent),
-            method=method, path=secrets.scrub(path), query=redact_query(query, secrets),
-            status=status, duration_ms=duration_ms, request_id=request_id, request_type=request_type,
-            request=redact_body(request_body, secrets), response_type=response_type,
-            response=redact_body(response_body, secrets, response=True),
-            decisions=redact_decisions(decisions, secrets),
-        )
+        """Redact what the HTTP layer observed: nothing un-redacted outlives this call.
+
+        The HTTP layer passes its arguments positionally: fifteen by keyword cost a microsecond
+        more, on every request.
+        """
+        # Any of these may come from the client; one search over all of them is the usual case.
+        if secrets.texts and secrets.found_in(
+                f"{client_address}\n{user_agent}\n{method}\n{path}\n{request_type}\n{response_type}\n{request_id}"):
+            client_address, user_agent, method, path, request_type, response_type = map(
+                secrets.scrub, (client_address, user_agent, method, path, request_type, response_type))
+            request_id = request_id and secrets.scrub(request_id)
+        # A GET has no query, request body or decisions as a rule: tested here rather than in a call.
+        return cls(started, client_address, user_agent, method, path,
+                   redact_query(query, secrets) if query else query, status, duration_ms, request_id,
+                   request_type, redact_body(request_body, secrets) if request_body else NO_BODY,
+                   response_type, redact_body(response_body, secrets, response=True),
+                   redact_decisions(decisions, secrets) if decisions else NO_DECISIONS)
 
     def to_json(self) -> bytes:
         # Two readers may render at once; both produce the same bytes, so the race is harmless.
@@ -394,13 +431,18 @@ class Event:
                 "path": self.path,
                 "query": self.query,
                 "resource": resource_of(self.path),
-                "status": self.status,
+                "status": _status_code(self.status),
                 "durationMs": round(self.duration_ms, 3),
                 "request": {"contentType": self.request_type, **self.request.to_json()},
                 "response": {"contentType": self.response_type, **self.response.to_json()},
                 "decisions": orjson.Fragment(self.decisions),
             })
         return self._json
+
+
+def _status_code(status: str) -> int:
+    code = status.split(" ", 1)[0]
+    return int(code) if code.isascii() and code.isdigit() else 500  # a malformed line: the app's bug
 
 
 class EventRing:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import orjson
 from werkzeug.wrappers import Request, Response
-from werkzeug.wsgi import get_content_length, get_input_stream
+from werkzeug.wsgi import get_content_length
 
 from scimd import lookingglass as lg
 from scimd import trace
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 PREFIX = "/looking-glass"
 SCIM_PREFIX = "/scim/v2"
+_PREFIX_DIR = PREFIX + "/"  # concatenated once, not on every request
+_SCIM_DIR = SCIM_PREFIX + "/"
+_NO_STATUS = "500 Internal Server Error"  # the app raised before start_response
 MAX_STREAMS = 4  # waitress gives each open stream a worker thread; the rest must stay for SCIM
 KEEPALIVE = 15.0  # seconds between comments, so proxies and waitress's channel_timeout keep the stream
 STREAM_LIFETIME = 60.0  # then the stream ends and the client reconnects, handing the thread back
@@ -77,6 +80,12 @@ def _int_param(name: str, raw: str | None, default: int, low: int, high: int | N
         bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
         raise ValueError(f"{name} must be an integer {bound}.")
     return int(raw)
+
+
+def _find_headers(headers: list[tuple[str, str]]) -> tuple[str | None, str]:
+    """X-Request-Id and Content-Type among response headers, in any case."""
+    found = {name.lower(): value for name, value in headers}
+    return found.get("x-request-id"), found.get("content-type", "")
 
 
 class _SseStream:
@@ -144,9 +153,9 @@ class LookingGlass:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "")
-        if self.ring is not None and (path == SCIM_PREFIX or path.startswith(SCIM_PREFIX + "/")):
+        if self.ring is not None and (path.startswith(_SCIM_DIR) or path == SCIM_PREFIX):
             return self._capture(environ, start_response)
-        if path == PREFIX or path.startswith(PREFIX + "/"):
+        if path.startswith(_PREFIX_DIR) or path == PREFIX:
             return self._serve(environ, start_response)
         return self.app(environ, start_response)
 
@@ -160,66 +169,82 @@ class LookingGlass:
     def _capture(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         started, clock = time.time(), time.perf_counter()
         request_body = self._take_body(environ)
-        observed: list[Any] = []
+        status, headers = _NO_STATUS, []
 
-        def observe(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
-            observed[:] = (status, headers)
-            return start_response(status, headers, exc_info)
+        def observe(line: str, sent: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
+            nonlocal status, headers
+            status, headers = line, sent
+            return start_response(line, sent, exc_info)
 
         body = b""
-        with trace.recording() as decisions:
+        decisions: trace.Decisions = []
+        recording = trace.start(decisions)
+        try:
+            result = self.app(environ, observe)
             try:
-                body = self._run(environ, observe)
+                # Joined while recording: an app iterable that works lazily still reports its decisions.
+                body = b"".join(result)
             finally:
-                # Also on an exception: the exchange that crashed is the one the operator wants to see.
-                self._record(environ, started, time.perf_counter() - clock, request_body, observed, body, decisions)
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        finally:
+            # Also on an exception: the exchange that crashed is the one the operator wants to see.
+            trace.stop(recording)
+            self._record(environ, started, time.perf_counter() - clock, request_body, status, headers, body,
+                         decisions)
         return [body]
 
     def _take_body(self, environ: WSGIEnvironment) -> bytes:
         """Read the request body once and hand the app a fresh stream over the same bytes."""
-        declared = get_content_length(environ)
-        if declared == 0 or (declared is None and not environ.get("wsgi.input_terminated")):
-            return b""  # no body (most GETs): nothing to read, nothing to replace
-        if declared is not None and declared > self._max_body:
-            return b""  # the app refuses it on the header alone; reading it would only cost memory
-        # One byte over the limit, so the app still sees (and refuses) an oversized chunked body.
-        body = get_input_stream(environ, safe_fallback=True).read(self._max_body + 1)
+        # werkzeug's parsing only when there is a header to parse: waitress sends none on a GET.
+        declared = None if environ.get("CONTENT_LENGTH") is None else get_content_length(environ)
+        if declared is None:  # no Content-Length, or chunked
+            if not environ.get("wsgi.input_terminated"):
+                return b""  # a stream that may not end (WSGI before 1.0.1): nothing we may read
+            # One byte over the limit, so the app still sees (and refuses) an oversized body.
+            body: bytes = environ["wsgi.input"].read(self._max_body + 1)
+            if not body:
+                return body  # waitress's GET: the app reads the emptied stream as empty just the same
+        elif declared == 0 or declared > self._max_body:
+            return b""  # no body, or one the app refuses on the header alone: reading it only costs memory
+        else:
+            body = environ["wsgi.input"].read(declared)  # what PEP 3333 lets an application read
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         return body
 
-    def _run(self, environ: WSGIEnvironment, start_response: StartResponse) -> bytes:
-        # Joined inside recording(): an app iterable that works lazily still reports its decisions.
-        result = self.app(environ, start_response)
-        try:
-            return b"".join(result)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-
-    def _record(self, environ: WSGIEnvironment, started: float, elapsed: float, request_body: bytes,
-                observed: list[Any], response_body: bytes, decisions: list[dict[str, Any]]) -> None:
+    def _record(self, environ: WSGIEnvironment, started: float, elapsed: float, request_body: bytes, status: str,
+                headers: list[tuple[str, str]], response_body: bytes, decisions: trace.Decisions) -> None:
         assert self.ring is not None
         try:
-            status, headers = observed if observed else ("500 Internal Server Error", [])
-            found = {name.lower(): value for name, value in headers}
+            # Looked up in the spelling scimd's app sends (a loop of comparisons beats building a
+            # dict), then, if either is missing, in any case.
+            request_id = response_type = None
+            for name, value in headers:
+                if name == "X-Request-Id":
+                    request_id = value
+                elif name == "Content-Type":
+                    response_type = value
+            if request_id is None or response_type is None:
+                request_id, response_type = _find_headers(headers)
+            # Positional, in Event's field order: see Event.capture.
             self.ring.append(lg.Event.capture(
-                started=started,
-                client_address=environ.get("REMOTE_ADDR", ""),
-                user_agent=environ.get("HTTP_USER_AGENT", ""),
-                method=environ.get("REQUEST_METHOD", ""),
-                path=environ.get("PATH_INFO", ""),
-                query=environ.get("QUERY_STRING", ""),
-                status=int(status.split(" ", 1)[0]),
-                duration_ms=elapsed * 1000,
-                request_id=found.get("x-request-id"),
-                request_type=environ.get("CONTENT_TYPE", ""),
-                request_body=request_body,
-                response_type=found.get("content-type", ""),
-                response_body=response_body,
-                decisions=decisions,
-                secrets=self._secrets,
+                started,
+                environ.get("REMOTE_ADDR", ""),
+                environ.get("HTTP_USER_AGENT", ""),
+                environ.get("REQUEST_METHOD", ""),
+                environ.get("PATH_INFO", ""),
+                environ.get("QUERY_STRING", ""),
+                status,
+                elapsed * 1000,
+                request_id,
+                environ.get("CONTENT_TYPE", ""),
+                request_body,
+                response_type or "",
+                response_body,
+                decisions,
+                self._secrets,
             ))
         except Exception:  # a diagnostic aid must never fail the provisioning request it watches
             _log.exception("Looking Glass could not record %s %s",

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator
 
 import orjson
 import pytest
-from werkzeug.test import Client, TestResponse
+from werkzeug.test import Client, EnvironBuilder, TestResponse
 from werkzeug.wrappers import Request, Response
 
 from scimd import lookingglass as lg
@@ -156,6 +156,45 @@ def test_body_without_secrets_is_kept_as_sent() -> None:
     assert lg.redact_body(b"").text() is None
 
 
+@pytest.mark.parametrize("body", [
+    b'{"userName":"bj","Operations":[{"op":"Add","value":{"name":{"PassWord":"' + SECRET.encode() + b'"}}}]}',
+    b'{"urn:ietf:params:scim:schemas:core:2.0:User:PASSWORD":"' + SECRET.encode() + b'"}',
+    b'{"Operations":[{"op":"replace","path":"pAsSwOrD","value":"' + SECRET.encode() + b'"}]}',
+    b'{"data":{"x":[{"y":{"passWORD":"' + SECRET.encode() + b'"}}]}}',
+])
+def test_secret_names_in_any_case_and_place_defeat_the_fast_path(body: bytes) -> None:
+    kept = lg.redact_body(body)
+    assert SECRET not in (kept.text() or "") and R in (kept.text() or "")
+
+
+@pytest.mark.parametrize("body", [
+    f'{{"note":"{TOKEN}"}}'.encode(),
+    f'{{"{TOKEN}":1}}'.encode(),
+    f'not json, but {TOKEN} all the same'.encode(),
+    f'{{"filler":"{"y" * (lg.BODY_LIMIT - 100)}","late":"{TOKEN}"}}'.encode(),  # near the cut
+])
+def test_a_token_anywhere_in_a_body_defeats_the_fast_path(body: bytes) -> None:
+    for response in (False, True):
+        assert TOKEN not in (lg.redact_body(body, SECRETS, response=response).text() or "")
+
+
+def test_a_token_spelled_with_json_escapes_in_a_response_is_found() -> None:
+    odd = lg.Secrets.of(['tok"en/with\\escapes'])
+    body = orjson.dumps({"nickName": odd.texts[0]})  # orjson writes tok\"en/with\\escapes
+    assert odd.texts[0].encode() not in body
+    assert orjson.loads(lg.redact_body(body, odd, response=True).text() or "") == {"nickName": R}
+
+
+def test_a_clean_body_is_kept_byte_for_byte() -> None:
+    # Whitespace, non-ASCII, even bytes that are not UTF-8: as sent. (A backslash is a trigger.)
+    for raw in ('{ "userName" :\t"bjénsen", "emails": [ ] }'.encode(), b"\xff not utf-8", b"{}"):
+        for response in (False, True):
+            kept = lg.redact_body(raw, SECRETS, response=response)
+            assert kept.data is raw and kept.size == len(raw) and not kept.truncated
+    big = orjson.dumps({"members": [{"value": f"user-{i}"} for i in range(10_000)]})
+    assert lg.redact_body(big, SECRETS).data == big[:lg.BODY_LIMIT]
+
+
 def test_redaction_never_modifies_its_input() -> None:
     doc = {"password": SECRET, "Operations": [{"op": "replace", "path": "password", "value": SECRET}]}
     snapshot = orjson.dumps(doc)
@@ -173,11 +212,20 @@ def test_redaction_never_modifies_its_input() -> None:
     ("filter=userName%20eq%20%22bj%22", "filter=userName%20eq%20%22bj%22"),
     ("filter=password+eq+%22abc%22", 'filter=password%20eq%20%22[redacted]%22'),
     (f"x={TOKEN}", "x=[redacted]"),
+    (f"filter=userName+eq+%22{TOKEN}%22", "filter=[redacted]"),
+    ("%74oken=abc", "%74oken=[redacted]"),  # `token` with a percent-encoded t
+    ("acc%65ss_token=abc&count=1", "acc%65ss_token=[redacted]&count=1"),
     ("attributes=password", "attributes=password"),
     ("", ""),
 ])
 def test_query_strings(query: str, expected: str) -> None:
     assert lg.redact_query(query, SECRETS) == expected
+
+
+def test_no_decisions_cost_no_serialisation() -> None:
+    assert lg.redact_decisions([]) is lg.NO_DECISIONS
+    assert lg.redact_decisions([{"kind": "leniency", "text": f"note {TOKEN}"}], SECRETS) == (
+        b'[{"kind":"leniency","text":"note [redacted]"}]')
 
 
 def test_decisions_before_after_and_filter() -> None:
@@ -251,7 +299,7 @@ def test_detect_client(agent: str, body: bytes, query: str, client: str) -> None
 def event(**overrides: Any) -> lg.Event:
     fields: dict[str, Any] = dict(
         started=1704067200.0, client_address="10.0.0.1", user_agent="Okta SCIM Client", method="PATCH",
-        path="/scim/v2/Users/1", query="", status=200, duration_ms=1.23456, request_id="r1",
+        path="/scim/v2/Users/1", query="", status="200 OK", duration_ms=1.23456, request_id="r1",
         request_type="application/scim+json", request_body=b'{"Operations":[]}',
         response_type="application/scim+json", response_body=b"{}", decisions=[{"kind": "leniency", "text": "x"}])
     return lg.Event.capture(**{**fields, **overrides})
@@ -352,6 +400,15 @@ def test_capture_redacts_every_field_and_snapshots_decisions() -> None:
     assert TOKEN not in text and SECRET not in text and "changed later" not in text
 
 
+def test_a_token_in_any_header_or_line_of_the_exchange_is_scrubbed() -> None:
+    captured = event(client_address=f"{TOKEN}.example", user_agent=f"Okta {TOKEN}", method=TOKEN,
+                     path=f"/scim/v2/Users/{TOKEN}", request_type=f"application/json; x={TOKEN}",
+                     request_id=f"id-{TOKEN}", response_type=f"text/plain; y={TOKEN}", secrets=SECRETS)
+    assert TOKEN not in captured.to_json().decode()
+    assert captured.request_id == f"id-{R}" and captured.path == f"/scim/v2/Users/{R}"
+    assert event(request_id=None, secrets=SECRETS).request_id is None
+
+
 def test_response_is_searched_for_never_returned_names_in_canonical_case() -> None:
     leaked = orjson.dumps({"Resources": [{"userName": "a", f"{schema.USER_URN}:password": SECRET, "password": SECRET}]})
     assert SECRET not in (lg.redact_body(leaked, response=True).text() or "")
@@ -448,6 +505,43 @@ def test_oversized_declared_body_is_left_to_the_app() -> None:
                 headers=AUTH)
     [event] = events(client)
     assert event["request"]["body"] is None
+
+
+def deliver(glass: LookingGlass, body: bytes, *, drop: tuple[str, ...] = (), **set_: Any) -> dict[str, Any]:
+    """Call the middleware with an environ as a server builds it, minus `drop`, plus `set_`."""
+    environ = EnvironBuilder(path="/scim/v2/Users", method="POST", data=body, headers=AUTH,
+                             content_type="application/json").get_environ()
+    for name in drop:
+        environ.pop(name, None)
+    environ.update(set_)
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        statuses.append(status)
+
+    reply = b"".join(glass(environ, start_response))
+    assert statuses == ["200 OK"]
+    return orjson.loads(reply)
+
+
+@pytest.mark.parametrize(("body", "drop", "set_", "kept"), [
+    # waitress: no CONTENT_LENGTH without a body (it sizes a chunked one), input always terminated
+    (b"", ("CONTENT_LENGTH",), {"wsgi.input_terminated": True}, None),
+    (b'{"userName":"bj"}', (), {"wsgi.input_terminated": True}, '{"userName":"bj"}'),
+    # a chunked body, from a server that passes it on as a terminated stream of unknown length
+    (b'{"userName":"chunked"}', ("CONTENT_LENGTH",), {"HTTP_TRANSFER_ENCODING": "chunked",
+                                                      "wsgi.input_terminated": True}, '{"userName":"chunked"}'),
+    # ...and from one that does not say the stream ends: nothing may be read, by us or the app
+    (b'{"userName":"chunked"}', ("CONTENT_LENGTH",), {"HTTP_TRANSFER_ENCODING": "chunked"}, None),
+    (b"", (), {"CONTENT_LENGTH": "0"}, None),
+    (b"", (), {"CONTENT_LENGTH": "nonsense"}, None),
+])
+def test_request_bodies_as_servers_deliver_them(body: bytes, drop: tuple[str, ...], set_: dict[str, Any],
+                                                kept: str | None) -> None:
+    glass, client = make()
+    assert (deliver(glass, body, drop=drop, **set_)["echo"] is not None) == (kept is not None)  # what the app read
+    [event] = events(client)
+    assert event["request"]["body"] == kept
 
 
 def test_disabled_captures_nothing_and_hides_every_route() -> None:
