@@ -71,11 +71,12 @@ _TRIGGERS = (*_NAME_TRIGGERS, b"\\")
 _NAMES = tuple(t.decode() for t in _NAME_TRIGGERS)
 # A percent-escape that decodes to a letter or `_`, the characters secret names are made of.
 _ENCODED_NAME_CHAR = re.compile(r"%(?:[46][1-9a-f]|[57][0-9a]|5f)", re.IGNORECASE)
-# scimd's own responses are serialised by orjson (no escaped keys) from the schema's projection,
-# which writes canonical attribute names, drops `returned: never` attributes and never echoes
-# request credentials. As a guard against a projection bug, or an error detail quoting a
-# value, they are searched for those attribute names in canonical case, which needs no
-# lowercase copy: on a 64 KiB list page that halves the cost of capture.
+# scimd's own responses are serialised by orjson (no escaped keys). A successful one is a
+# projection by scimd.resource, which drops `returned: never` attributes (and scimd keeps only a
+# password's hash anyway), so only a token a client stored can be in it. An error detail may
+# quote what the client sent, in an error response or inside a Bulk response: those are also
+# searched for the secret attribute names, in the canonical case scimd writes them in, which needs
+# no lowercase copy.
 _RESPONSE_NAMES = tuple(name.encode() for name in sorted(_NEVER_RETURNED | {"password"}))
 _LOOKAHEAD = 256  # a trigger straddling the 64 KiB cut must still be seen
 _WINDOW = BODY_LIMIT + _LOOKAHEAD
@@ -289,13 +290,15 @@ class Body:
 NO_BODY = Body(b"", 0, False)
 
 
-def redact_body(data: bytes, secrets: Secrets = NO_SECRETS, *, response: bool = False) -> Body:
+def redact_body(data: bytes, secrets: Secrets = NO_SECRETS, *, response: bool = False,
+                quotes_client: bool = True) -> Body:
     """Redact a request or response body and cut it at BODY_LIMIT.
 
     The common case costs a few substring searches over the kept 64 KiB: a body holding no
     trigger and no token there is kept as sent, without a copy. Only the others are parsed,
     redacted structurally and re-serialised. A response, written by scimd itself, is searched
-    only for what its serialiser could wrongly emit (see _RESPONSE_NAMES).
+    only for what it could hold (see _RESPONSE_NAMES): tokens, and the secret attribute names
+    unless it is a successful representation that cannot quote the client (`quotes_client`).
     """
     if not data:
         return NO_BODY
@@ -303,7 +306,7 @@ def redact_body(data: bytes, secrets: Secrets = NO_SECRETS, *, response: bool = 
     if not response:
         clean = not _bytes_hold_any(window.lower(), _TRIGGERS)
     else:
-        clean = not _bytes_hold_any(window, _RESPONSE_NAMES)
+        clean = not quotes_client or not _bytes_hold_any(window, _RESPONSE_NAMES)
     if clean and not _bytes_hold_any(window, secrets.in_json):
         size = len(data)
         return Body(data, size, False) if size <= BODY_LIMIT else _cut(data, size)
@@ -410,11 +413,14 @@ class Event:
             client_address, user_agent, method, path, request_type, response_type = map(
                 secrets.scrub, (client_address, user_agent, method, path, request_type, response_type))
             request_id = request_id and secrets.scrub(request_id)
+        # scimd's response may quote the request in an error's detail, or in a Bulk response, which
+        # carries each failed operation's error inside a 200: see redact_body.
+        quotes_client = not status.startswith("2") or path.endswith("/Bulk")
         # A GET has no query, request body or decisions as a rule: tested here rather than in a call.
         return cls(started, client_address, user_agent, method, path,
                    redact_query(query, secrets) if query else query, status, duration_ms, request_id,
                    request_type, redact_body(request_body, secrets) if request_body else NO_BODY,
-                   response_type, redact_body(response_body, secrets, response=True),
+                   response_type, redact_body(response_body, secrets, response=True, quotes_client=quotes_client),
                    redact_decisions(decisions, secrets) if decisions else NO_DECISIONS)
 
     def to_json(self) -> bytes:

@@ -6,6 +6,7 @@ import queue
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import orjson
@@ -17,6 +18,8 @@ from scimd import lookingglass as lg
 from scimd import schema, trace
 from scimd.config import Config
 from scimd.lookingglass_http import LookingGlass
+from tests.conftest import TOKEN as TEST_TOKEN
+from tests.conftest import ScimClient, make_app, patch_body
 
 TOKEN = "lg-test-token-0123456789"
 SECRET = "hunter2-very-secret"
@@ -32,7 +35,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def stub_scim_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-    """Echoes the JSON it got, notes decisions like the core does, and crashes on request."""
+    """Echoes the keys of the JSON it got (never its values: like scimd, it returns no secret in a
+    success), notes decisions like the core does, and crashes on request."""
     request = Request(environ)
     if request.path.endswith("/crash"):
         raise RuntimeError("boom")
@@ -44,7 +48,7 @@ def stub_scim_app(environ: dict[str, Any], start_response: Any) -> Iterable[byte
     if request.method == "PATCH" and document:
         for op in document.get("Operations", []):
             trace.note("patch", op=op.get("op"), path=op.get("path"), before="old", after=op.get("value"))
-    body = orjson.dumps({"echo": document, "path": request.path})
+    body = orjson.dumps({"echo": sorted(document) if isinstance(document, dict) else None, "path": request.path})
     return Response(body, 200, mimetype="application/scim+json", headers={"X-Request-Id": "req-1"})(
         environ, start_response)
 
@@ -393,7 +397,8 @@ def test_event_shape() -> None:
 def test_capture_redacts_every_field_and_snapshots_decisions() -> None:
     params = ["bjensen"]
     captured = event(user_agent=f"agent {TOKEN}", path=f"/scim/v2/Users/{TOKEN}", query=f"token={TOKEN}",
-                     request_body=orjson.dumps({"password": SECRET}), response_body=orjson.dumps({"password": SECRET}),
+                     status="400 Bad Request", request_body=orjson.dumps({"password": SECRET}),
+                     response_body=orjson.dumps({"password": SECRET}),
                      decisions=[{"kind": "filter", "tree": "x", "params": params}], secrets=SECRETS)
     params.append("changed later by the core")
     text = captured.to_json().decode()
@@ -416,6 +421,26 @@ def test_response_is_searched_for_never_returned_names_in_canonical_case() -> No
     assert SECRET not in (lg.redact_body(error, response=True).text() or "")
     listing = b'{"Resources":[{"userName":"token-holder","displayName":"Ticket desk"}]}'
     assert lg.redact_body(listing, response=True).data is listing
+
+
+@pytest.mark.parametrize(("status", "path"), [
+    ("400 Bad Request", "/scim/v2/Users"), ("409 Conflict", "/scim/v2/Users/1"),
+    ("500 Internal Server Error", "/scim/v2"),
+    ("200 OK", "/scim/v2/Bulk"),  # each failed operation's error is inside the 200
+])
+def test_responses_that_may_quote_the_request_are_searched_for_secret_names(status: str, path: str) -> None:
+    quoting = orjson.dumps({"detail": f"'{SECRET}' is not a valid value for 'password'"})
+    assert SECRET not in event(status=status, path=path, response_body=quoting).to_json().decode()
+
+
+def test_a_successful_representation_is_searched_for_tokens_only() -> None:
+    # scimd's projection never writes a returned:never attribute, so the name alone costs no search...
+    named = orjson.dumps({"userName": "a", "displayName": "password reset desk"})
+    assert event(status="200 OK", response_body=named, secrets=SECRETS).response.data is named
+    # ...but a token a client stored in any attribute comes back in every GET of it.
+    stored = orjson.dumps({"userName": "a", "nickName": TOKEN, "title": f"escaped {TOKEN}\"/"})
+    text = event(status="201 Created", response_body=stored, secrets=SECRETS).to_json().decode()
+    assert TOKEN not in text and text.count(R) == 2
 
 
 @pytest.mark.parametrize(("path", "resource"), [
@@ -445,13 +470,13 @@ def test_capture_records_the_exchange_redacted() -> None:
     user = {"userName": "bjensen", "password": SECRET}
     response = client.post("/scim/v2/Users?access_token=abc", json=user,
                            headers={**AUTH, "User-Agent": "Okta SCIM Client 1.0.0", "X-Other": "kept-out"})
-    assert response.json["echo"] == user  # the app still read the whole body
+    assert response.json["echo"] == sorted(user)  # the app still read the whole body
     [event] = events(client)
     assert event["seq"] == 1 and event["status"] == 200 and event["requestId"] == "req-1"
     assert event["client"] == "Okta" and event["method"] == "POST" and event["resource"] == "Users"
     assert event["query"] == "access_token=[redacted]"
     assert orjson.loads(event["request"]["body"]) == {"userName": "bjensen", "password": R}
-    assert orjson.loads(event["response"]["body"])["echo"]["password"] == R
+    assert orjson.loads(event["response"]["body"])["echo"] == ["password", "userName"]
     assert event["decisions"] == [{"kind": "leniency", "text": 'coerced "False" to false'}]
     stored = orjson.dumps(event).decode()
     for leak in (SECRET, TOKEN, "kept-out", "abc"):
@@ -691,3 +716,44 @@ def test_shutdown_ends_open_streams() -> None:
     started = time.monotonic()
     b"".join(stream.response)
     assert time.monotonic() - started < 4
+
+
+# -- with scimd's own app ----------------------------------------------------------------
+
+
+def test_scimd_exchanges_never_store_a_secret_or_a_token(tmp_path: Path) -> None:
+    """End to end with the real core, whose responses the capture trusts a little (see
+    redact_body): a password in every kind of request, a token stored in an attribute and read
+    back, and errors that quote what the client sent."""
+    app, store = make_app(tmp_path, SCIM_LOOKING_GLASS="true")
+    client = ScimClient(app)
+    token = TEST_TOKEN
+    created = client.post("/scim/v2/Users", json={"schemas": [schema.USER_URN], "userName": "pw",
+                                                  "password": SECRET, "nickName": token}).json
+    path = f"/scim/v2/Users/{created['id']}"
+    exchanges = [
+        client.get(path),
+        client.put(path, json={"schemas": [schema.USER_URN], "userName": "pw", "password": SECRET, "nickName": token}),
+        client.patch(path, json=patch_body({"op": "replace", "path": "password", "value": SECRET})),
+        client.patch(path, json=patch_body({"op": "replace", "value": {"password": SECRET}})),
+        client.patch(path, json=patch_body({"op": "replace", "path": f'password[value eq "{SECRET}"]', "value": "x"})),
+        client.get("/scim/v2/Users", query_string={"filter": f'password eq "{SECRET}"'}),
+        client.get(f"/scim/v2/Users?access_token={token}&count=1"),
+        client.post("/scim/v2/Bulk", json={"schemas": [schema.BULK_REQUEST_URN], "Operations": [
+            {"method": "POST", "path": "/Users", "bulkId": "a", "data": {"userName": "b", "password": SECRET}},
+            {"method": "PATCH", "path": path[len("/scim/v2"):], "data": patch_body(
+                {"op": "replace", "path": f'password[value eq "{SECRET}"]', "value": "x"})},
+        ]}),
+    ]
+    assert [r.status_code for r in exchanges] == [200, 200, 200, 200, 400, 400, 200, 200]
+    assert SECRET in exchanges[4].text  # the error quotes the request: the capture must not
+    assert glass_events(app)[1]["response"]["body"].count('"pw"') == 1  # the GET really was captured
+    for stored in glass_events(app):
+        text = orjson.dumps(stored).decode()
+        assert SECRET not in text and token not in text, text
+    store.close()
+
+
+def glass_events(app: LookingGlass) -> list[dict[str, Any]]:
+    assert app.ring is not None
+    return [orjson.loads(e.to_json()) for e in app.ring.since(0, lg.MAX_LIMIT)]
