@@ -371,6 +371,12 @@ def resource_of(path: str) -> str:
     return rest.split("/", 1)[0] or "root"
 
 
+# The strings of an exchange, in the order Event.meta holds them, one per line. The path comes
+# last: only it may hold a line feed (percent-decoded); header values and the rest cannot.
+_META = ("client_address", "user_agent", "method", "status", "request_type", "response_type", "request_id",
+         "path")
+
+
 @dataclass(slots=True)
 class Event:
     """One exchange as kept in the ring, already redacted.
@@ -378,20 +384,17 @@ class Event:
     Capture does only the redaction, on the request's thread; formatting, status parsing, client
     detection and JSON rendering wait for the first reader (and are cached), so an unwatched
     server pays nothing for them. Build events with capture(), which redacts.
+
+    The exchange's eight strings are kept as one (`meta`, see _META): it is built anyway to search
+    them for a token at once, and every object an event keeps is freed cold, when the event is
+    overwritten hundreds of requests later, by a request that pays for it.
     """
 
     started: float  # epoch seconds
-    client_address: str
-    user_agent: str
-    method: str
-    path: str
-    query: str
-    status: str  # the status line as the app sent it ("201 Created"); parsed when read
     duration_ms: float
-    request_id: str | None
-    request_type: str
+    meta: str
+    query: str
     request: Body
-    response_type: str
     response: Body
     decisions: bytes  # a JSON array, see redact_decisions
     seq: int = 0  # set by EventRing.append
@@ -404,43 +407,46 @@ class Event:
                 decisions: list[dict[str, Any]], secrets: Secrets = NO_SECRETS) -> Event:
         """Redact what the HTTP layer observed: nothing un-redacted outlives this call.
 
-        The HTTP layer passes its arguments positionally: fifteen by keyword cost a microsecond
+        `status` is the status line as the app sent it ("201 Created"); it is parsed when read.
+        The HTTP layer passes the arguments positionally: fifteen by keyword cost a microsecond
         more, on every request.
         """
-        # Any of these may come from the client; one search over all of them is the usual case.
-        if secrets.texts and secrets.found_in(
-                f"{client_address}\n{user_agent}\n{method}\n{path}\n{request_type}\n{response_type}\n{request_id}"):
-            client_address, user_agent, method, path, request_type, response_type = map(
-                secrets.scrub, (client_address, user_agent, method, path, request_type, response_type))
-            request_id = request_id and secrets.scrub(request_id)
+        meta = (f"{client_address}\n{user_agent}\n{method}\n{status}\n{request_type}\n{response_type}\n"
+                f"{request_id or ''}\n{path}")
+        if secrets.texts and secrets.found_in(meta):  # any of them may come from the client
+            meta = secrets.scrub(meta)
         # scimd's response may quote the request in an error's detail, or in a Bulk response, which
         # carries each failed operation's error inside a 200: see redact_body.
         quotes_client = not status.startswith("2") or path.endswith("/Bulk")
         # A GET has no query, request body or decisions as a rule: tested here rather than in a call.
-        return cls(started, client_address, user_agent, method, path,
-                   redact_query(query, secrets) if query else query, status, duration_ms, request_id,
-                   request_type, redact_body(request_body, secrets) if request_body else NO_BODY,
-                   response_type, redact_body(response_body, secrets, response=True, quotes_client=quotes_client),
+        return cls(started, duration_ms, meta, redact_query(query, secrets) if query else query,
+                   redact_body(request_body, secrets) if request_body else NO_BODY,
+                   redact_body(response_body, secrets, response=True, quotes_client=quotes_client),
                    redact_decisions(decisions, secrets) if decisions else NO_DECISIONS)
+
+    def fields(self) -> dict[str, str]:
+        """The strings kept in `meta`, by name."""
+        return dict(zip(_META, self.meta.split("\n", len(_META) - 1)))
 
     def to_json(self) -> bytes:
         # Two readers may render at once; both produce the same bytes, so the race is harmless.
         if self._json is None:
+            meta = self.fields()
             self._json = orjson.dumps({
                 "seq": self.seq,
                 "time": schema.format_datetime(datetime.fromtimestamp(self.started, timezone.utc)),
-                "requestId": self.request_id,
-                "clientAddress": self.client_address,
-                "userAgent": self.user_agent,
-                "client": detect_client(self.user_agent, self.request.data, self.query),
-                "method": self.method,
-                "path": self.path,
+                "requestId": meta["request_id"] or None,
+                "clientAddress": meta["client_address"],
+                "userAgent": meta["user_agent"],
+                "client": detect_client(meta["user_agent"], self.request.data, self.query),
+                "method": meta["method"],
+                "path": meta["path"],
                 "query": self.query,
-                "resource": resource_of(self.path),
-                "status": _status_code(self.status),
+                "resource": resource_of(meta["path"]),
+                "status": _status_code(meta["status"]),
                 "durationMs": round(self.duration_ms, 3),
-                "request": {"contentType": self.request_type, **self.request.to_json()},
-                "response": {"contentType": self.response_type, **self.response.to_json()},
+                "request": {"contentType": meta["request_type"], **self.request.to_json()},
+                "response": {"contentType": meta["response_type"], **self.response.to_json()},
                 "decisions": orjson.Fragment(self.decisions),
             })
         return self._json

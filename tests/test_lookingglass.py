@@ -409,9 +409,15 @@ def test_a_token_in_any_header_or_line_of_the_exchange_is_scrubbed() -> None:
     captured = event(client_address=f"{TOKEN}.example", user_agent=f"Okta {TOKEN}", method=TOKEN,
                      path=f"/scim/v2/Users/{TOKEN}", request_type=f"application/json; x={TOKEN}",
                      request_id=f"id-{TOKEN}", response_type=f"text/plain; y={TOKEN}", secrets=SECRETS)
-    assert TOKEN not in captured.to_json().decode()
-    assert captured.request_id == f"id-{R}" and captured.path == f"/scim/v2/Users/{R}"
-    assert event(request_id=None, secrets=SECRETS).request_id is None
+    shown = orjson.loads(captured.to_json())
+    assert TOKEN not in orjson.dumps(shown).decode()
+    assert shown["requestId"] == f"id-{R}" and shown["path"] == f"/scim/v2/Users/{R}" and shown["method"] == R
+    assert orjson.loads(event(request_id=None, secrets=SECRETS).to_json())["requestId"] is None
+
+
+def test_a_line_feed_in_the_path_keeps_the_other_fields_in_place() -> None:
+    shown = orjson.loads(event(path="/scim/v2/Users/a\nb\nc", user_agent="ua").to_json())
+    assert shown["path"] == "/scim/v2/Users/a\nb\nc" and shown["userAgent"] == "ua" and shown["requestId"] == "r1"
 
 
 def test_response_is_searched_for_never_returned_names_in_canonical_case() -> None:
