@@ -168,7 +168,10 @@ class LookingGlass:
 
     def _capture(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         started, clock = time.time(), time.perf_counter()
-        request_body = self._take_body(environ)
+        # Without either header a request has no body (RFC 9112 §6.3), so a GET as waitress hands
+        # it over (no Content-Length) costs no read; an empty Content-Length is werkzeug's 0.
+        has_body = environ.get("CONTENT_LENGTH") or "HTTP_TRANSFER_ENCODING" in environ
+        request_body = self._take_body(environ) if has_body else b""
         status, headers = _NO_STATUS, []
 
         def observe(line: str, sent: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
@@ -178,7 +181,7 @@ class LookingGlass:
 
         body = b""
         decisions: trace.Decisions = []
-        recording = trace.start(decisions)
+        previous = trace.start(decisions)
         try:
             result = self.app(environ, observe)
             try:
@@ -190,22 +193,23 @@ class LookingGlass:
                     close()
         finally:
             # Also on an exception: the exchange that crashed is the one the operator wants to see.
-            trace.stop(recording)
+            trace.stop(previous)
             self._record(environ, started, time.perf_counter() - clock, request_body, status, headers, body,
                          decisions)
         return [body]
 
     def _take_body(self, environ: WSGIEnvironment) -> bytes:
         """Read the request body once and hand the app a fresh stream over the same bytes."""
-        # werkzeug's parsing only when there is a header to parse: waitress sends none on a GET.
-        declared = None if environ.get("CONTENT_LENGTH") is None else get_content_length(environ)
-        if declared is None:  # no Content-Length, or chunked
+        length = environ.get("CONTENT_LENGTH", "")
+        # werkzeug's get_content_length parses with a regex; a plain number needs no more than int()
+        # (unless the body is chunked, which makes werkzeug ignore a Content-Length).
+        plain = length.isascii() and length.isdigit() and "HTTP_TRANSFER_ENCODING" not in environ
+        declared = int(length) if plain else get_content_length(environ)
+        if declared is None:  # chunked
             if not environ.get("wsgi.input_terminated"):
                 return b""  # a stream that may not end (WSGI before 1.0.1): nothing we may read
             # One byte over the limit, so the app still sees (and refuses) an oversized body.
             body: bytes = environ["wsgi.input"].read(self._max_body + 1)
-            if not body:
-                return body  # waitress's GET: the app reads the emptied stream as empty just the same
         elif declared == 0 or declared > self._max_body:
             return b""  # no body, or one the app refuses on the header alone: reading it only costs memory
         else:

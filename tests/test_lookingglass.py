@@ -564,6 +564,10 @@ def deliver(glass: LookingGlass, body: bytes, *, drop: tuple[str, ...] = (), **s
                                                       "wsgi.input_terminated": True}, '{"userName":"chunked"}'),
     # ...and from one that does not say the stream ends: nothing may be read, by us or the app
     (b'{"userName":"chunked"}', ("CONTENT_LENGTH",), {"HTTP_TRANSFER_ENCODING": "chunked"}, None),
+    # chunked with a Content-Length too, which werkzeug (and so the app) ignores
+    (b'{"userName":"chunked"}', (), {"CONTENT_LENGTH": "5", "HTTP_TRANSFER_ENCODING": "chunked",
+                                     "wsgi.input_terminated": True}, '{"userName":"chunked"}'),
+    (b'{"userName":"plus"}', (), {"CONTENT_LENGTH": "+19"}, None),  # not a plain number: werkzeug's 0
     (b"", (), {"CONTENT_LENGTH": "0"}, None),
     (b"", (), {"CONTENT_LENGTH": "nonsense"}, None),
 ])
