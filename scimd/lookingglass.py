@@ -1,8 +1,8 @@
 """The Looking Glass core: what an exchange becomes once captured, redacted, and kept in memory.
 
-Framework-free on purpose: the HTTP side (lookingglass_http) feeds it raw bytes and strings, and
-everything that decides what may be stored (redaction) or how it is kept (the ring) lives here
-where it can be tested without a server.
+Framework-free on purpose: the HTTP side (lookingglass_http) feeds it the WSGI environ and what
+the app answered, and everything that decides what may be stored (redaction) or how it is kept
+(the ring) lives here where it can be tested without a server.
 
 Redaction happens before anything reaches the ring, so no secret ever sits in memory longer than
 the request that carried it: `password` and every `returned: "never"` attribute of scimd.schema,
@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 from urllib.parse import quote, unquote_plus
 
 import orjson
@@ -135,12 +135,13 @@ class Secrets:
     texts: tuple[str, ...] = ()
     in_json: tuple[bytes, ...] = ()  # in a body as sent, or as orjson spells it inside a string
     quoted: tuple[str, ...] = ()  # percent-encoded in a query string
+    in_response: tuple[bytes, ...] = _RESPONSE_NAMES  # what a response that may quote the request is searched for
 
     @classmethod
     def of(cls, tokens: Iterable[str]) -> Secrets:
         texts = tuple(dict.fromkeys(t for t in tokens if t))
-        in_json = dict.fromkeys(form for t in texts for form in (t.encode(), orjson.dumps(t)[1:-1]))
-        return cls(texts, tuple(in_json), tuple(quote(t, safe="") for t in texts))
+        in_json = tuple(dict.fromkeys(form for t in texts for form in (t.encode(), orjson.dumps(t)[1:-1])))
+        return cls(texts, in_json, tuple(quote(t, safe="") for t in texts), _RESPONSE_NAMES + in_json)
 
     def found_in(self, text: str) -> bool:
         return _holds_any(text, self.texts)
@@ -303,11 +304,11 @@ def redact_body(data: bytes, secrets: Secrets = NO_SECRETS, *, response: bool = 
     if not data:
         return NO_BODY
     window = data[:_WINDOW]  # the body itself, no copy, when it is shorter
-    if not response:
-        clean = not _bytes_hold_any(window.lower(), _TRIGGERS)
+    if response:
+        clean = not _bytes_hold_any(window, secrets.in_response if quotes_client else secrets.in_json)
     else:
-        clean = not quotes_client or not _bytes_hold_any(window, _RESPONSE_NAMES)
-    if clean and not _bytes_hold_any(window, secrets.in_json):
+        clean = not _bytes_hold_any(window.lower(), _TRIGGERS) and not _bytes_hold_any(window, secrets.in_json)
+    if clean:
         size = len(data)
         return Body(data, size, False) if size <= BODY_LIMIT else _cut(data, size)
     try:
@@ -401,25 +402,36 @@ class Event:
     _json: bytes | None = None
 
     @classmethod
-    def capture(cls, started: float, client_address: str, user_agent: str, method: str, path: str,
-                query: str, status: str, duration_ms: float, request_id: str | None, request_type: str,
-                request_body: bytes, response_type: str, response_body: bytes,
-                decisions: list[dict[str, Any]], secrets: Secrets = NO_SECRETS) -> Event:
-        """Redact what the HTTP layer observed: nothing un-redacted outlives this call.
+    def capture(cls, environ: Mapping[str, Any], status: str, headers: list[tuple[str, str]], started: float,
+                elapsed: float, request_body: bytes, response_body: bytes, decisions: list[dict[str, Any]],
+                secrets: Secrets = NO_SECRETS) -> Event:
+        """Redact one exchange: nothing un-redacted outlives this call.
 
-        `status` is the status line as the app sent it ("201 Created"); it is parsed when read.
-        The HTTP layer passes the arguments positionally: fifteen by keyword cost a microsecond
-        more, on every request.
+        `environ` is the request's WSGI environ, of which only the CGI variables below are read
+        (never a header but User-Agent and Content-Type); `status` and `headers` are what the app
+        passed to start_response (the status line is parsed when read); `started` is the epoch
+        time it began and `elapsed` its duration in seconds.
+
+        Everything here runs on every request, where each bytecode shows in the cost: what is
+        usually absent (a query, a request body, decisions, a token) is tested for inline.
         """
-        meta = (f"{client_address}\n{user_agent}\n{method}\n{status}\n{request_type}\n{response_type}\n"
-                f"{request_id or ''}\n{path}")
-        if secrets.texts and secrets.found_in(meta):  # any of them may come from the client
-            meta = secrets.scrub(meta)
+        found = dict(headers)  # in the spelling scimd's app sends; any other: _find_headers
+        request_id, response_type = found.get("X-Request-Id"), found.get("Content-Type")
+        if request_id is None or response_type is None:
+            request_id, response_type = _find_headers(headers)
+        path = environ.get("PATH_INFO", "")
+        meta = (f"{environ.get('REMOTE_ADDR', '')}\n{environ.get('HTTP_USER_AGENT', '')}\n"
+                f"{environ.get('REQUEST_METHOD', '')}\n{status}\n{environ.get('CONTENT_TYPE', '')}\n"
+                f"{response_type}\n{request_id or ''}\n{path}")
+        for token in secrets.texts:  # any of them may come from the client
+            if token in meta:
+                meta = secrets.scrub(meta)
+                break
+        query = environ.get("QUERY_STRING", "")
         # scimd's response may quote the request in an error's detail, or in a Bulk response, which
         # carries each failed operation's error inside a 200: see redact_body.
         quotes_client = not status.startswith("2") or path.endswith("/Bulk")
-        # A GET has no query, request body or decisions as a rule: tested here rather than in a call.
-        return cls(started, duration_ms, meta, redact_query(query, secrets) if query else query,
+        return cls(started, elapsed * 1000, meta, redact_query(query, secrets) if query else query,
                    redact_body(request_body, secrets) if request_body else NO_BODY,
                    redact_body(response_body, secrets, response=True, quotes_client=quotes_client),
                    redact_decisions(decisions, secrets) if decisions else NO_DECISIONS)
@@ -450,6 +462,12 @@ class Event:
                 "decisions": orjson.Fragment(self.decisions),
             })
         return self._json
+
+
+def _find_headers(headers: list[tuple[str, str]]) -> tuple[str | None, str]:
+    """X-Request-Id and Content-Type among response headers, in any case."""
+    found = {name.lower(): value for name, value in headers}
+    return found.get("x-request-id"), found.get("content-type", "")
 
 
 def _status_code(status: str) -> int:

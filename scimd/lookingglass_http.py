@@ -82,12 +82,6 @@ def _int_param(name: str, raw: str | None, default: int, low: int, high: int | N
     return int(raw)
 
 
-def _find_headers(headers: list[tuple[str, str]]) -> tuple[str | None, str]:
-    """X-Request-Id and Content-Type among response headers, in any case."""
-    found = {name.lower(): value for name, value in headers}
-    return found.get("x-request-id"), found.get("content-type", "")
-
-
 class _SseStream:
     """One Server-Sent Events response: events after `after`, keep-alive comments, then the end.
 
@@ -167,6 +161,7 @@ class LookingGlass:
     # -- capture ------------------------------------------------------------------------------
 
     def _capture(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        # Runs on every SCIM request, where each bytecode shows in the cost: keep it lean.
         started, clock = time.time(), time.perf_counter()
         # Without either header a request has no body (RFC 9112 §6.3), so a GET as waitress hands
         # it over (no Content-Length) costs no read; an empty Content-Length is werkzeug's 0.
@@ -181,7 +176,9 @@ class LookingGlass:
 
         body = b""
         decisions: trace.Decisions = []
-        previous = trace.start(decisions)
+        recorder = trace.recorder  # set directly: see there
+        previous = recorder.decisions
+        recorder.decisions = decisions
         try:
             result = self.app(environ, observe)
             try:
@@ -192,10 +189,15 @@ class LookingGlass:
                 if close is not None:
                     close()
         finally:
+            recorder.decisions = previous
             # Also on an exception: the exchange that crashed is the one the operator wants to see.
-            trace.stop(previous)
-            self._record(environ, started, time.perf_counter() - clock, request_body, status, headers, body,
-                         decisions)
+            try:
+                assert self.ring is not None  # _capture runs only with one
+                self.ring.append(lg.Event.capture(environ, status, headers, started, time.perf_counter() - clock,
+                                                  request_body, body, decisions, self._secrets))
+            except Exception:  # a diagnostic aid must never fail the provisioning request it watches
+                _log.exception("Looking Glass could not record %s %s",
+                               environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
         return [body]
 
     def _take_body(self, environ: WSGIEnvironment) -> bytes:
@@ -217,42 +219,6 @@ class LookingGlass:
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         return body
-
-    def _record(self, environ: WSGIEnvironment, started: float, elapsed: float, request_body: bytes, status: str,
-                headers: list[tuple[str, str]], response_body: bytes, decisions: trace.Decisions) -> None:
-        assert self.ring is not None
-        try:
-            # Looked up in the spelling scimd's app sends (a loop of comparisons beats building a
-            # dict), then, if either is missing, in any case.
-            request_id = response_type = None
-            for name, value in headers:
-                if name == "X-Request-Id":
-                    request_id = value
-                elif name == "Content-Type":
-                    response_type = value
-            if request_id is None or response_type is None:
-                request_id, response_type = _find_headers(headers)
-            # Positional, in Event's field order: see Event.capture.
-            self.ring.append(lg.Event.capture(
-                started,
-                environ.get("REMOTE_ADDR", ""),
-                environ.get("HTTP_USER_AGENT", ""),
-                environ.get("REQUEST_METHOD", ""),
-                environ.get("PATH_INFO", ""),
-                environ.get("QUERY_STRING", ""),
-                status,
-                elapsed * 1000,
-                request_id,
-                environ.get("CONTENT_TYPE", ""),
-                request_body,
-                response_type or "",
-                response_body,
-                decisions,
-                self._secrets,
-            ))
-        except Exception:  # a diagnostic aid must never fail the provisioning request it watches
-            _log.exception("Looking Glass could not record %s %s",
-                           environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
 
     # -- serving ------------------------------------------------------------------------------
 

@@ -301,12 +301,22 @@ def test_detect_client(agent: str, body: bytes, query: str, client: str) -> None
 
 
 def event(**overrides: Any) -> lg.Event:
-    fields: dict[str, Any] = dict(
+    """Event.capture from named parts, each with a default."""
+    f: dict[str, Any] = dict(
         started=1704067200.0, client_address="10.0.0.1", user_agent="Okta SCIM Client", method="PATCH",
         path="/scim/v2/Users/1", query="", status="200 OK", duration_ms=1.23456, request_id="r1",
         request_type="application/scim+json", request_body=b'{"Operations":[]}',
-        response_type="application/scim+json", response_body=b"{}", decisions=[{"kind": "leniency", "text": "x"}])
-    return lg.Event.capture(**{**fields, **overrides})
+        response_type="application/scim+json", response_body=b"{}", decisions=[{"kind": "leniency", "text": "x"}],
+        secrets=lg.NO_SECRETS)
+    f.update(overrides)
+    environ = {"REMOTE_ADDR": f["client_address"], "HTTP_USER_AGENT": f["user_agent"], "REQUEST_METHOD": f["method"],
+               "PATH_INFO": f["path"], "QUERY_STRING": f["query"], "CONTENT_TYPE": f["request_type"],
+               "HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
+    headers = [("Content-Type", f["response_type"])]
+    if f["request_id"] is not None:
+        headers.append(("X-Request-Id", f["request_id"]))
+    return lg.Event.capture(environ, f["status"], headers, f["started"], f["duration_ms"] / 1000, f["request_body"],
+                            f["response_body"], f["decisions"], f["secrets"])
 
 
 def seqs(events: list[lg.Event]) -> list[int]:
@@ -413,6 +423,14 @@ def test_a_token_in_any_header_or_line_of_the_exchange_is_scrubbed() -> None:
     assert TOKEN not in orjson.dumps(shown).decode()
     assert shown["requestId"] == f"id-{R}" and shown["path"] == f"/scim/v2/Users/{R}" and shown["method"] == R
     assert orjson.loads(event(request_id=None, secrets=SECRETS).to_json())["requestId"] is None
+
+
+def test_response_headers_in_any_spelling() -> None:
+    environ = {"PATH_INFO": "/scim/v2/Users", "REQUEST_METHOD": "GET"}
+    headers = [("content-type", "application/scim+json"), ("X-REQUEST-ID", "r9")]
+    shown = orjson.loads(lg.Event.capture(environ, "200 OK", headers, 0.0, 0.0, b"", b"{}", []).to_json())
+    assert shown["requestId"] == "r9" and shown["response"]["contentType"] == "application/scim+json"
+    assert shown["userAgent"] == "" and shown["request"]["contentType"] == ""  # absent from the environ
 
 
 def test_a_line_feed_in_the_path_keeps_the_other_fields_in_place() -> None:
