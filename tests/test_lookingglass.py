@@ -189,6 +189,12 @@ def test_a_token_spelled_with_json_escapes_in_a_response_is_found() -> None:
     assert orjson.loads(lg.redact_body(body, odd, response=True).text() or "") == {"nickName": R}
 
 
+def test_a_token_spelled_with_unicode_escapes_in_a_request_is_found() -> None:
+    escaped = TOKEN.replace("t", "\\u0074").encode()  # no plain copy of it left
+    body = b'{"note":"' + escaped + b'","' + escaped + b'":1}'
+    assert orjson.loads(lg.redact_body(body, SECRETS).text() or "") == {"note": R, R: 1}
+
+
 def test_a_clean_body_is_kept_byte_for_byte() -> None:
     # Whitespace, non-ASCII, even bytes that are not UTF-8: as sent. (A backslash is a trigger.)
     for raw in ('{ "userName" :\t"bjénsen", "emails": [ ] }'.encode(), b"\xff not utf-8", b"{}"):
