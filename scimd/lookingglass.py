@@ -19,7 +19,7 @@ import re
 import secrets as _secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Iterable, Mapping
@@ -135,13 +135,17 @@ class Secrets:
     texts: tuple[str, ...] = ()
     in_json: tuple[bytes, ...] = ()  # in a body as sent, or as orjson spells it inside a string
     quoted: tuple[str, ...] = ()  # percent-encoded in a query string
-    in_response: tuple[bytes, ...] = _RESPONSE_NAMES  # what a response that may quote the request is searched for
+    # What a response that may quote the request is searched for: the secret names and in_json.
+    in_response: tuple[bytes, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "in_response", _RESPONSE_NAMES + self.in_json)
 
     @classmethod
     def of(cls, tokens: Iterable[str]) -> Secrets:
         texts = tuple(dict.fromkeys(t for t in tokens if t))
         in_json = tuple(dict.fromkeys(form for t in texts for form in (t.encode(), orjson.dumps(t)[1:-1])))
-        return cls(texts, in_json, tuple(quote(t, safe="") for t in texts), _RESPONSE_NAMES + in_json)
+        return cls(texts, in_json, tuple(quote(t, safe="") for t in texts))
 
     def found_in(self, text: str) -> bool:
         return _holds_any(text, self.texts)

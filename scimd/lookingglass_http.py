@@ -207,7 +207,7 @@ class LookingGlass:
         # (unless the body is chunked, which makes werkzeug ignore a Content-Length).
         plain = length.isascii() and length.isdigit() and "HTTP_TRANSFER_ENCODING" not in environ
         declared = int(length) if plain else get_content_length(environ)
-        if declared is None:  # chunked
+        if declared is None:  # chunked, or no Content-Length but some other Transfer-Encoding
             if not environ.get("wsgi.input_terminated"):
                 return b""  # a stream that may not end (WSGI before 1.0.1): nothing we may read
             # One byte over the limit, so the app still sees (and refuses) an oversized body.
