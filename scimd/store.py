@@ -19,10 +19,118 @@ from typing import Any, Iterable, Iterator, Sequence
 import orjson
 
 from scimd import errors
-from scimd.schema import GROUP_TYPE, ResourceType, fold_case, now
+from scimd.schema import (
+    BINARY, COMPLEX, GROUP_TYPE, REFERENCE, RESOURCE_TYPES, STRING, Attribute, ResourceType, Schema, fold_case, now,
+)
 
 SCHEMA_VERSION_KEY = "user_version"
 BUSY_TIMEOUT_MS = 10_000
+
+# The attribute each type keeps case-folded in its own unique column, name_key.
+NAME_KEY_ATTRIBUTES = {"User": "userName", "Group": "displayName"}
+# Multi-valued sub-attributes kept in value_keys, per resource type (Entra matches users by email).
+INDEXED_VALUES: dict[str, tuple[tuple[str, str], ...]] = {"User": (("emails", "value"),), "Group": ()}
+_TEXT_TYPES = (STRING, REFERENCE, BINARY)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedAttribute:
+    """A string attribute whose values value_keys holds, folded with `fold_case` unless caseExact,
+    so that every comparison on it reads that index instead of parsing each JSON document."""
+
+    schema: Schema
+    extension: bool  # the values sit under the schema URN in the document (RFC 7643 §3.3)
+    attr: Attribute
+    sub: Attribute | None
+
+    @property
+    def leaf(self) -> Attribute:
+        return self.sub or self.attr
+
+    @property
+    def key(self) -> str:
+        """value_keys.attr: `name.familyName`; an extension's qualified by its schema name,
+        `EnterpriseUser:department`, which no core attribute name can be (RFC 7643 §2.1 ATTRNAME
+        has no colon). The URN would add 45 bytes to each row, twice with value_keys_by_resource
+        (measured: 462 MB instead of 522 MB for 166,000 users)."""
+        path = ".".join(part.name for part in (self.attr, self.sub) if part)
+        return f"{self.schema.name}:{path}" if self.extension else path
+
+    def json_path(self) -> str:
+        """`$.name.familyName`, `$."urn:...:User".manager.value`: names from the schema only."""
+        names = [self.schema.id] * self.extension + [part.name for part in (self.attr, self.sub) if part]
+        return "$." + ".".join(name if name.isalnum() else f'"{name}"' for name in names)
+
+    def keys(self, doc: dict[str, Any]) -> set[str]:
+        """The keys of this attribute's string values in a document: those of each element for a
+        multi-valued one. A value of another type never matches a string comparison (scimd/match.py)."""
+        holder = doc.get(self.schema.id) if self.extension else doc
+        value = holder.get(self.attr.name) if isinstance(holder, dict) else None
+        if self.sub is not None:
+            elements = value if self.attr.multi_valued and isinstance(value, list) else [value]
+            values = [element.get(self.sub.name) for element in elements if isinstance(element, dict)]
+        else:
+            values = [value]
+        fold = (lambda text: text) if self.leaf.case_exact else fold_case
+        return {fold(value) for value in values if isinstance(value, str)}
+
+
+def _stored_strings(rtype: ResourceType, schema: Schema) -> Iterator[tuple[Attribute, Attribute | None]]:
+    """The singular string attributes of `schema` a document stores, as (attribute, sub-attribute):
+    not readOnly ones (never stored: resource.py drops them, e.g. manager.displayName), not
+    `returned: never` (password: a filter on it would be an oracle), not `$ref` (directory.py
+    renders it from the value), not the attribute kept in the name_key column."""
+    def stored(attr: Attribute) -> bool:
+        return (attr.type in _TEXT_TYPES and not attr.multi_valued and not attr.read_only
+                and attr.returned != "never" and attr.name != "$ref")
+
+    for attr in schema.attributes:
+        if schema is rtype.core and attr.name == NAME_KEY_ATTRIBUTES[rtype.name]:
+            continue
+        if attr.type == COMPLEX and not attr.multi_valued and not attr.read_only:
+            yield from ((attr, sub) for sub in attr.sub_attributes if stored(sub))
+        elif stored(attr):
+            yield attr, None
+
+
+def _indexed_attributes(rtype: ResourceType) -> tuple[IndexedAttribute, ...]:
+    """What value_keys holds for a type: INDEXED_VALUES, then every singular string attribute the
+    document stores, as scimd/schema.py defines them."""
+    core = rtype.core
+    indexed = (
+        *(IndexedAttribute(core, False, attr, attr.sub(sub)) for name, sub in INDEXED_VALUES[rtype.name]
+          if (attr := core.attribute(name))),
+        *(IndexedAttribute(schema, schema is not core, attr, sub)
+          for schema in rtype.schemas for attr, sub in _stored_strings(rtype, schema)),
+    )
+    assert len({a.key for a in indexed}) == len(indexed), f"two extensions of {rtype.name} share a schema name"
+    return indexed
+
+
+# value_keys' attributes per resource type name. Changing this set (a new schema attribute) needs
+# a new migration that backfills the new attributes: old databases have no keys for them, and a
+# filter on an indexed attribute reads value_keys only.
+INDEXED_ATTRIBUTES: dict[str, tuple[IndexedAttribute, ...]] = {
+    rtype.name: _indexed_attributes(rtype) for rtype in RESOURCE_TYPES.values()}
+
+
+def _backfill_singular_values(rtype: ResourceType) -> str:
+    """One INSERT of the keys of every singular indexed attribute of a type, in one sequential pass
+    over the table (NOT INDEXED: the type index would read it in random order). json_extract with
+    two or more paths parses each document once and returns a JSON array of the values; json_each
+    reads it back, position -> attribute. Rows are inserted in primary-key order and the migration
+    rebuilds value_keys_by_resource afterwards: sequential B-tree writes, not random ones.
+    Measured: 8.7 s for 166,000 users, 62 s for 1,000,000 (of which scim_fold, the Python
+    `fold_case`, 5.7 s; an ASCII shortcut through SQLite's lower() saved only 1 s of that)."""
+    singular = [a for a in INDEXED_ATTRIBUTES[rtype.name] if not a.attr.multi_valued]
+    names = " ".join(f"WHEN {position} THEN '{a.key}'" for position, a in enumerate(singular))
+    exact = ", ".join(str(position) for position, a in enumerate(singular) if a.leaf.case_exact)
+    paths = ", ".join(f"'{a.json_path()}'" for a in singular)
+    return f"""INSERT INTO value_keys (attr, key, resource_id)
+        SELECT CASE v.key {names} END, CASE WHEN v.key IN ({exact}) THEN v.value ELSE scim_fold(v.value) END, r.id
+        FROM resources AS r NOT INDEXED, json_each(json_extract(r.doc, {paths})) AS v
+        WHERE r.type = '{rtype.name}' AND v.type = 'text'
+        ORDER BY 1, 2, 3"""
 
 # Each migration is applied in one transaction together with its PRAGMA user_version bump.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -77,10 +185,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX resources_last_modified",
         "CREATE INDEX resources_last_modified ON resources (type, last_modified, id)",
     ),
+    (
+        # Keys of every singular string attribute stored in the document (name.familyName, title,
+        # the Enterprise department...), so `co`, `sw`, `eq`... on them never parse JSON (issue #4).
+        "DROP INDEX value_keys_by_resource",
+        *(_backfill_singular_values(rtype) for rtype in RESOURCE_TYPES.values()
+          if any(not a.attr.multi_valued for a in INDEXED_ATTRIBUTES[rtype.name])),
+        "CREATE INDEX value_keys_by_resource ON value_keys (resource_id)",
+    ),
 )
-
-# Multi-valued sub-attributes kept in value_keys, per resource type.
-INDEXED_VALUES: dict[str, tuple[tuple[str, str], ...]] = {"User": (("emails", "value"),), "Group": ()}
 
 
 class StorageError(Exception):
@@ -382,12 +495,10 @@ class Tx(View):
             (now(), rid, rid))
 
     def _index_values(self, rtype: ResourceType, rid: str, doc: dict[str, Any]) -> None:
-        keys = {(f"{attr}.{sub}", fold_case(element[sub]))
-                for attr, sub in INDEXED_VALUES[rtype.name]
-                for element in doc.get(attr, ())
-                if isinstance(element.get(sub), str)}
-        self.conn.executemany("INSERT OR IGNORE INTO value_keys (attr, key, resource_id) VALUES (?, ?, ?)",
-                              [(attr, key, rid) for attr, key in keys])
+        """The value_keys rows of one document: O(its indexed attributes)."""
+        self.conn.executemany("INSERT INTO value_keys (attr, key, resource_id) VALUES (?, ?, ?)",
+                              [(indexed.key, key, rid) for indexed in INDEXED_ATTRIBUTES[rtype.name]
+                               for key in indexed.keys(doc)])
 
     # -- membership: every change costs O(changed members), never O(group size) -------------
 

@@ -110,6 +110,7 @@ def test_version_1_database_is_upgraded_with_value_keys_backfilled_and_data_inta
     assert pragma(path, "user_version") == LATEST
     assert dump(path, "resources", "members") == before
     assert dump(path, "value_keys")["value_keys"] == sorted([
+        ("displayName", "barbara ärger", "u-1"),
         ("emails.value", "home@example.org", "u-1"),
         ("emails.value", "work@example.com", "u-1"),
     ])
