@@ -3,8 +3,10 @@
 
 Values are always bound (`?`), never spliced; only identifiers and JSON paths taken from the
 schema definitions appear in the SQL text. caseExact=false strings compare as `fold_case` keys:
-pre-folded indexed columns (name_key, value_keys) for the hot lookups, `scim_fold()` elsewhere.
-Every atom is written so it is never NULL, which keeps `not (...)` the plain negation.
+pre-folded indexed columns (name_key, value_keys) wherever they exist, `scim_fold()` elsewhere.
+A comparison with a value on an attribute value_keys holds is a range of that index, never a
+parse of each JSON document (issue #4). Every atom is written so it is never NULL, which keeps
+`not (...)` the plain negation.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from scimd.schema import (
     BINARY, COMMON, COMPLEX, GROUP_TYPE, REFERENCE, SCHEMAS_ATTRIBUTE, STRING, Attribute,
     ResourceType, Schema, fold_case,
 )
-from scimd.store import INDEXED_VALUES, ROW_COLUMNS, Row, rows_from
+from scimd.store import INDEXED_ATTRIBUTES, NAME_KEY_ATTRIBUTES, ROW_COLUMNS, IndexedAttribute, Row, rows_from
 
 _COMPARISONS = {"eq": "=", "ne": "<>", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
@@ -33,7 +35,10 @@ _COLUMNS: dict[tuple[str, str | None], tuple[str, bool, bool]] = {
     ("meta", "resourceType"): ("r.type", False, True),
     ("meta", "version"): ("('W/\"' || r.version || '\"')", False, True),
 }
-_NAME_KEY_ATTR = {"User": "userName", "Group": "displayName"}
+# value_keys' attributes per type, by (schema URN, attribute name, sub-attribute name).
+_INDEXED: dict[str, dict[tuple[str, str, str | None], IndexedAttribute]] = {
+    type_name: {(a.schema.id, a.attr.name, a.sub.name if a.sub else None): a for a in attributes}
+    for type_name, attributes in INDEXED_ATTRIBUTES.items()}
 
 
 @dataclass(slots=True)
@@ -122,6 +127,9 @@ class _Compiler:
             return self.multi_valued(node, found.schema, attr, sub)
         if sub is None and isinstance(node, Compare) and attr.type == COMPLEX:
             sub = implicit_value(attr)  # `manager eq "id"`; None leaves check_comparison to reject it
+        indexed = self._value_key_lookup(found.schema, attr, sub, node)
+        if indexed:
+            return indexed
         names = (attr.name,) if sub is None else (attr.name, sub.name)
         expr = f"json_extract(r.doc, '{_json_path(found.schema, self.rtype, *names)}')"
         return self.scalar(node, sub or attr, expr, False, False)
@@ -129,7 +137,7 @@ class _Compiler:
     def _column(self, schema: Schema, attr: Attribute, sub: Attribute | None) -> tuple[str, bool, bool] | None:
         if schema is COMMON:
             return _COLUMNS.get((attr.name, sub.name if sub else None))
-        if schema is self.rtype.core and sub is None and attr.name == _NAME_KEY_ATTR[self.rtype.name]:
+        if schema is self.rtype.core and sub is None and attr.name == NAME_KEY_ATTRIBUTES[self.rtype.name]:
             return "r.name_key", True, True
         return None
 
@@ -182,7 +190,7 @@ class _Compiler:
         if leaf is None:
             raise FilterError(f"complex attribute '{attr.name}' cannot be compared: name one of its sub-attributes",
                               node.path.position)
-        indexed = self._value_key_lookup(attr, leaf, node)
+        indexed = self._value_key_lookup(schema, attr, leaf, node)
         if indexed:
             return indexed
         element = self.alias("e")
@@ -199,17 +207,22 @@ class _Compiler:
             return f"(coalesce({expr}, '') <> '')" if _is_text(leaf) else f"({expr} IS NOT NULL)"
         return self.scalar(node, leaf, expr, False, False)
 
-    def _value_key_lookup(self, attr: Attribute, leaf: Attribute, node: Compare | Present) -> str | None:
-        """`emails.value eq "x"` through the value_keys index (same answer as the EXISTS scan)."""
-        if not isinstance(node, Compare) or node.op != "eq" or node.value is None:
+    def _value_key_lookup(self, schema: Schema, attr: Attribute, sub: Attribute | None,
+                          node: Compare | Present) -> str | None:
+        """A comparison with a value through the value_keys index, when it holds the attribute.
+        Same answer as the JSON (match.py): a resource matches when one of its values does, so when
+        one of its keys does; one without the attribute has no keys, so even `ne` is false for it.
+        `pr` and null comparisons keep the JSON path: only string values have keys."""
+        if not isinstance(node, Compare) or node.value is None:
             return None
-        if (attr.name, leaf.name) not in INDEXED_VALUES[self.rtype.name]:
+        indexed = _INDEXED[self.rtype.name].get((schema.id, attr.name, sub.name if sub else None))
+        if indexed is None:
             return None
-        value = check_comparison(leaf, "eq", node.value, node.path.position)
-        key = fold_case(value) if _folds(leaf) else value
+        value = check_comparison(indexed.leaf, node.op, node.value, node.path.position)
+        key = fold_case(value) if _folds(indexed.leaf) else value
         self.index_lookup = True
-        return (f"(r.id IN (SELECT resource_id FROM value_keys WHERE attr = {self.bind(f'{attr.name}.{leaf.name}')} "
-                f"AND key = {self.bind(key)}))")
+        return (f"(r.id IN (SELECT resource_id FROM value_keys WHERE attr = {self.bind(indexed.key)} "
+                f"AND {self.test('key', node.op, key, True)}))")
 
     # -- group membership (its own table) ------------------------------------------------------
 
@@ -262,18 +275,18 @@ class _Compiler:
             return self.element_filter(inner, attr, lambda leaf: f"json_extract(r.doc, '{base}.{leaf.name}')")
         element = self.alias("e")
         array = _json_path(found.schema, self.rtype, attr.name)
-        prefilter = self._value_path_prefilter(attr, inner)
+        prefilter = self._value_path_prefilter(found.schema, attr, inner)
         condition = self.element_filter(inner, attr, lambda leaf: f"json_extract({element}.value, '$.{leaf.name}')")
         exists = f"EXISTS (SELECT 1 FROM json_each(r.doc, '{array}') AS {element} WHERE {condition})"
         return f"({prefilter} AND {exists})" if prefilter else exists
 
-    def _value_path_prefilter(self, attr: Attribute, inner: Node) -> str | None:
+    def _value_path_prefilter(self, schema: Schema, attr: Attribute, inner: Node) -> str | None:
         """An indexed `value eq` conjunct narrows Entra's `emails[type eq "work"].value eq "x"` first."""
         conjuncts = inner.children if isinstance(inner, And) else (inner,)
         for conjunct in conjuncts:
             if isinstance(conjunct, Compare) and conjunct.op == "eq" and conjunct.value is not None:
                 leaf = resolve_relative(attr, conjunct.path)
-                lookup = self._value_key_lookup(attr, leaf, conjunct)
+                lookup = self._value_key_lookup(schema, attr, leaf, conjunct)
                 if lookup:
                     return lookup
         return None

@@ -105,11 +105,12 @@ def test_sql_rejects_what_the_reference_rejects(case: dict[str, Any]) -> None:
 def test_values_are_bound_never_spliced() -> None:
     compiled = compile_filter(USER_TYPE, parse_filter('title co "x\' OR 1=1 --" and name.familyName sw "%_"'))
     assert "OR 1=1" not in compiled.sql and "%_" not in compiled.sql
-    assert compiled.params == ["x' or 1=1 --", "%_"]
+    assert compiled.params == ["title", "x' or 1=1 --", "name.familyName", "%_"]
 
 
 # -- property: SQL == reference on random data and random filters ---------------------------
 
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 WORDS = ["Ann", "ann", "ÄRGER", "ärger", "Straße", "STRASSE", "o'neil", "100%", "a_b", "x", ""]
 TYPES_OF_EMAIL = ["work", "home", "WORK", "other"]
 leaf_values = st.sampled_from(WORDS)
@@ -134,13 +135,15 @@ def users(draw: st.DrawFn) -> list[dict[str, Any]]:
         if emails:
             user["emails"] = emails
         if draw(st.booleans()):
-            user["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"] = {"department": draw(leaf_values)}
+            user[ENTERPRISE] = {"department": draw(leaf_values)}
+            if draw(st.booleans()):
+                user[ENTERPRISE]["manager"] = {"value": draw(leaf_values)}  # caseExact: compared verbatim
         result.append(user)
     return result
 
 
 PATHS = ["userName", "title", "displayName", "nickName", "name.familyName", "name.givenName", "emails.value",
-         "emails.type", "emails", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", "id"]
+         "emails.type", "emails", f"{ENTERPRISE}:department", f"{ENTERPRISE}:manager.value", "manager", "id"]
 TEXT_OPS = ["eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le"]
 
 
