@@ -29,7 +29,7 @@ def _environ(request: Request, token: str, uniq: str) -> dict[str, Any]:
         "REQUEST_METHOD": request.method, "SCRIPT_NAME": "", "PATH_INFO": url.path, "QUERY_STRING": url.query,
         "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8080", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
         "HTTP_HOST": "127.0.0.1:8080", "HTTP_AUTHORIZATION": f"Bearer {token}", "HTTP_USER_AGENT": "bench",
-        "CONTENT_TYPE": "application/scim+json" if body else "", "CONTENT_LENGTH": str(len(body)) if body else "",
+        **({"CONTENT_TYPE": "application/scim+json", "CONTENT_LENGTH": str(len(body))} if body else {}),
         "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http",
         "wsgi.version": (1, 0), "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
     }

@@ -396,7 +396,8 @@ def bulk(scimd: procs.Server, peer: procs.Server | None, token: str, args: argpa
 def looking_glass(scimd: procs.Server, data_dir: Path, log_dir: Path, token: str, manifest: Manifest,
                   args: argparse.Namespace) -> dict[str, Any]:
     """The same GET and POST at 16 connections with SCIM_LOOKING_GLASS true and false, in ABBA
-    order twice (8 runs of half the duration), each daemon on its own copy of the data."""
+    order three times (12 runs of half the duration), each daemon on its own copy of the data;
+    medians, so one run disturbed by the machine does not decide."""
     # A data directory serves one daemon at a time: the other mode gets a consistent copy.
     copy_dir = data_dir.parent / "data-lg-off"
     shutil.rmtree(copy_dir, ignore_errors=True)
@@ -411,11 +412,11 @@ def looking_glass(scimd: procs.Server, data_dir: Path, log_dir: Path, token: str
         for name in ("get_user", "post_user"):
             requests = ops.requests_for(name, manifest, "/scim/v2")
             runs: dict[str, list[float]] = {"on": [], "off": []}
-            order = ("on", "off", "off", "on") * 2 if not args.quick else ("on", "off")
+            order = ("on", "off", "off", "on") * 3 if not args.quick else ("on", "off")
             for mode in order:
                 server = scimd if mode == "on" else off
                 runs[mode].append(_drive(server, token, requests, 16, args, args.duration / 2)["rps"])
-            on, off_rps = statistics.mean(runs["on"]), statistics.mean(runs["off"])
+            on, off_rps = statistics.median(runs["on"]), statistics.median(runs["off"])
             out[name] = {"on_rps": round(on, 1), "off_rps": round(off_rps, 1),
                          "difference": round((off_rps - on) / off_rps, 3) if off_rps else None, "runs": runs}
             say(f"bench: Looking Glass {name}: on {on:.1f}/s, off {off_rps:.1f}/s")
