@@ -530,6 +530,7 @@ SERVICE_SETTINGS = {
     "ExecStart": f"{VENV}/bin/scimd serve",
     "ExecReload": "/bin/kill -HUP $MAINPID",
     "TimeoutStopSec": "30",
+    "TimeoutStartSec": "600",
     "Restart": "on-failure",
     "RestartSec": "2",
     "DynamicUser": "yes",
