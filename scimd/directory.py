@@ -88,23 +88,26 @@ class Directory:
     def search(self, rtypes: list[ResourceType], query: Search, max_results: int) -> dict[str, Any]:
         """A ListResponse (RFC 7644 §3.4.2): index paging, or cursor paging when `cursor` is given (RFC 9865)."""
         count = min(max_results if query.count is None else query.count, max_results)
+        if query.cursor is None and query.start_index == 1 and count > 0:
+            # A lookup by filter (Entra's and Okta's `userName eq`) is answered by its first page
+            # alone: one statement is one snapshot, without the BEGIN and COMMIT of a read
+            # transaction (each statement is a GIL hand-off under load: docs/benchmarks.md). Its
+            # memberships are then read as GET /Users/{id} reads them.
+            conn = self.store.reader()
+            page, _ = self._page(conn, rtypes, query, count, counted=False)
+            if page.total is not None:
+                return _list_response(query, page, None, self._present_mixed(conn, rtypes, page.rows, query))
         with self.store.read() as conn:
             page, next_cursor = self._page(conn, rtypes, query, count)
             resources = self._present_mixed(conn, rtypes, page.rows, query)
-        body: dict[str, Any] = {"schemas": [LIST_RESPONSE_URN], "totalResults": page.total,
-                                "itemsPerPage": len(resources)}
-        if query.cursor is None:
-            body["startIndex"] = query.start_index
-        elif next_cursor:
-            body["nextCursor"] = next_cursor
-        body["Resources"] = resources
-        return body
+        return _list_response(query, page, next_cursor, resources)
 
-    def _page(self, conn: Any, rtypes: list[ResourceType], query: Search, count: int) -> tuple[Page, str | None]:
+    def _page(self, conn: Any, rtypes: list[ResourceType], query: Search, count: int,
+              counted: bool = True) -> tuple[Page, str | None]:
         try:
             if query.cursor is None:
                 return find(conn, rtypes, query.filter, query.sort_by, query.descending, query.start_index - 1,
-                            count), None
+                            count, count=counted), None
             digest = cursor.query_digest([r.name for r in rtypes], query.filter and to_text(query.filter),
                                          query.sort_by and to_text(query.sort_by), query.descending)
             after = (cursor.decode(self.store.cursor_key, query.cursor, digest, CURSOR_TIMEOUT_SECONDS)
@@ -283,6 +286,17 @@ def _check_immutable(rtype: ResourceType, current: dict[str, Any], draft: Draft)
             holder_new = draft.doc if schema is rtype.core else draft.doc.get(schema.id, {})
             if attr.name in holder_old and holder_new.get(attr.name) != holder_old[attr.name]:
                 raise errors.Mutability(f"'{attr.name}' is immutable and cannot be changed.")
+
+
+def _list_response(query: Search, page: Page, next_cursor: str | None, resources: list[Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {"schemas": [LIST_RESPONSE_URN], "totalResults": page.total,
+                            "itemsPerPage": len(resources)}
+    if query.cursor is None:
+        body["startIndex"] = query.start_index
+    elif next_cursor:
+        body["nextCursor"] = next_cursor
+    body["Resources"] = resources
+    return body
 
 
 def _not_found(rtype: ResourceType, rid: str) -> errors.NotFound:

@@ -359,14 +359,15 @@ class SortError(FilterError):
 @dataclass(slots=True)
 class Page:
     rows: list[Row]
-    total: int
+    total: int | None  # None: not counted (find(..., count=False) and the page did not hold every match)
     keys: list[tuple[Any, ...]]  # each row's sort key, for the next cursor (RFC 9865)
 
 
 def find(conn: sqlite3.Connection, rtypes: list[ResourceType], node: Node | None, sort_by: AttrPath | None,
-         descending: bool, offset: int, limit: int, after: tuple[Any, ...] | None = None) -> Page:
+         descending: bool, offset: int, limit: int, after: tuple[Any, ...] | None = None, count: bool = True) -> Page:
     """One page of resources of these types matching `node`, in a stable order (ties by id), plus
-    the exact total. `after` is the sort key of the previous page's last row (keyset paging)."""
+    the exact total (unless `count` is False and the page does not show it). `after` is the sort
+    key of the previous page's last row (keyset paging)."""
     where, params = _where(rtypes, node)
     key_exprs = _key_expressions(rtypes, sort_by)
     direction = " DESC" if descending else ""
@@ -382,7 +383,9 @@ def find(conn: sqlite3.Connection, rtypes: list[ResourceType], node: Node | None
         trace.note("query", sql=sql, params=page_params + [limit, offset])
     records = conn.execute(sql, page_params + [limit, offset]).fetchall()
     if offset == 0 and after is None and len(records) < limit:
-        total = len(records)  # the page holds every match: no second query (Entra's lookups by filter)
+        total: int | None = len(records)  # the page holds every match: no second query (Entra's lookups)
+    elif not count:
+        total = None
     else:
         total = conn.execute(f"SELECT count(*) FROM resources AS r WHERE {where}", params).fetchone()[0]
     width = len(key_exprs)

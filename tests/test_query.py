@@ -416,3 +416,31 @@ def test_pages_walk_an_index_in_order_never_sort_the_table(dataset_store: Store,
         query = next(d for d in decisions if d["kind"] == "query")
         plan = " | ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + query["sql"], query["params"]))
     assert "TEMP B-TREE" not in plan and "SCAN r" not in plan, plan
+
+
+@pytest.mark.parametrize(("params", "first_page_alone"), [
+    ({"filter": 'userName eq "bjensen"'}, True),  # Entra's lookup: the first page holds every match
+    ({"filter": 'userName eq "nobody-here"'}, True),
+    ({"count": "1"}, False),  # more matches than the page: page and COUNT in one read transaction
+    ({"startIndex": "2", "count": "1"}, False),
+    ({"count": "0"}, False),
+])
+def test_a_lookup_is_one_statement_and_a_longer_list_one_snapshot(
+        dataset_store: Store, params: dict[str, str], first_page_alone: bool) -> None:
+    """Lookups skip BEGIN/COMMIT (two GIL hand-offs per request under load); anything that needs
+    a COUNT reads page and total inside one read transaction, so they agree."""
+    from scimd.search import from_query
+
+    directory = Directory(dataset_store, "http://localhost:8080")
+    statements: list[str] = []
+    conn = dataset_store.reader()
+    conn.set_trace_callback(statements.append)
+    try:
+        body = directory.search([USER_TYPE], from_query(params), 1000)
+    finally:
+        conn.set_trace_callback(None)
+    began = any(statement.strip().upper() == "BEGIN" for statement in statements)
+    assert began is not first_page_alone
+    every = directory.search([USER_TYPE], from_query({k: v for k, v in params.items() if k == "filter"}), 1000)
+    assert body["totalResults"] == every["totalResults"] == len(every["Resources"])
+    assert body["startIndex"] == int(params.get("startIndex", 1))
