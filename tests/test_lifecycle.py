@@ -585,6 +585,18 @@ def test_if_match_on_delete_and_patch(client: ScimClient, rtype: str) -> None:
 
 
 @pytest.mark.parametrize("rtype", ["User", "Group"])
+def test_head_answers_the_headers_of_get_without_the_body(client: ScimClient, rtype: str) -> None:
+    """RFC 9110 §9.3.2: HEAD is GET without content; the length is the one GET would send."""
+    created = create(client, rtype, minimal(rtype, "headed"))
+    full = client.get(url(created))
+    head = client.head(url(created))
+    assert head.status_code == 200 and head.get_data() == b""
+    assert head.headers["Content-Length"] == str(len(full.get_data()))
+    assert head.headers["ETag"] == full.headers["ETag"] == created["meta"]["version"]
+    assert head.headers["Content-Type"] == full.headers["Content-Type"]
+
+
+@pytest.mark.parametrize("rtype", ["User", "Group"])
 def test_if_none_match_on_get(client: ScimClient, rtype: str) -> None:
     created = create(client, rtype, minimal(rtype, "cached"))
     etag = created["meta"]["version"]

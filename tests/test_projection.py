@@ -8,14 +8,13 @@ those of the unprojected resource (projection selects, it never alters).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 
 from scimd.store import Store
-from tests.conftest import ScimClient, make_app, patch_body
+from tests.conftest import ScimClient, patch_body
 
 USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -116,18 +115,6 @@ def assert_projected(resource: dict[str, Any], full: dict[str, Any], expected: s
     assert set(kept) == expected
     for path in expected:
         assert all(value in everything[path] for value in kept[path]), path
-
-
-@pytest.fixture
-def app_store(tmp_path: Path) -> Iterator[tuple[Any, Store]]:
-    app, store = make_app(tmp_path)
-    yield app, store
-    store.close()
-
-
-@pytest.fixture
-def client(app_store: tuple[Any, Store]) -> ScimClient:
-    return ScimClient(app_store[0])
 
 
 @pytest.fixture
@@ -250,11 +237,11 @@ def test_group_patch_answers_204_unless_attributes_are_asked_for(client: ScimCli
     ("/scim/v2/Groups?attributes=members.value", True),
 ], ids=["get-excluded", "get-excluded-any-case", "get-other-attributes", "list-excluded", "get-default",
         "get-sub-excluded", "list-members-asked"])
-def test_members_are_loaded_only_when_returned(app_store: tuple[Any, Store], tour_guides: dict[str, Any], path: str,
+def test_members_are_loaded_only_when_returned(app_and_store: tuple[Any, Store], tour_guides: dict[str, Any], path: str,
                                                loads_members: bool) -> None:
     """Entra's `GET /Groups/{id}?excludedAttributes=members` on a huge group must cost nothing (E21):
     the statements the store runs for the request show whether the member table was read."""
-    app, store = app_store
+    app, store = app_and_store
     statements: list[str] = []
     store.reader().set_trace_callback(statements.append)  # the test client runs the app in this thread
     try:
@@ -266,8 +253,8 @@ def test_members_are_loaded_only_when_returned(app_store: tuple[Any, Store], tou
     assert any("FROM members" in s for s in statements) is loads_members, statements
 
 
-def test_user_groups_are_loaded_only_when_returned(app_store: tuple[Any, Store], bjensen: dict[str, Any]) -> None:
-    app, store = app_store
+def test_user_groups_are_loaded_only_when_returned(app_and_store: tuple[Any, Store], bjensen: dict[str, Any]) -> None:
+    app, store = app_and_store
     statements: list[str] = []
     store.reader().set_trace_callback(statements.append)
     try:
