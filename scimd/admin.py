@@ -25,20 +25,20 @@ import orjson
 
 from scimd import errors
 from scimd.config import Config, load
-from scimd.directory import Directory
+from scimd.directory import Directory, related_for
 from scimd.filter import AttrPath, Compare
 from scimd.resource import parse_members, parse_projection, parse_resource
 from scimd.schema import GROUP_TYPE, RESOURCE_TYPES, USER_TYPE, ResourceType, fold_case
 from scimd.sql import find
 from scimd.store import (
-    Row, StorageError, Store, View, check_integrity, check_schema, copy_database, count_resources,
+    Row, StorageError, Store, check_integrity, check_schema, copy_database, count_resources,
     open_existing, schema_version,
 )
 
 EXIT_OK, EXIT_FAILED = 0, 1
 LOCK_NAME = "scimd.lock"
-# Export pages: large, because each page also recounts the total (sql.find), small enough that a
-# page's memberships load in one IN (...) query.
+# Export pages: large, because each page also recounts the total (sql.find); each row brings its
+# memberships in the same statement (store.Related).
 PAGE_SIZE = 5000
 # What import asks Directory to render of each resource it writes: only its id.
 _ID_ONLY = {rtype: parse_projection(rtype, ["id"], []) for rtype in (USER_TYPE, GROUP_TYPE)}
@@ -244,12 +244,13 @@ def _export(store: Store, config: Config, out: BinaryIO) -> None:
         with Progress("export", sum(totals.values())) as progress:
             for rtype in totals:
                 projection = parse_projection(rtype, [], [])
+                related = related_for([(rtype, projection)])
                 after: tuple[Any, ...] | None = None
                 while True:
-                    page = find(conn, [rtype], None, None, False, 0, PAGE_SIZE, after)
+                    page = find(conn, [rtype], None, None, False, 0, PAGE_SIZE, after, related=related)
                     if not page.rows:
                         break
-                    for resource in directory.present(rtype, page.rows, projection, View(conn)):
+                    for resource in directory.present(rtype, page.rows, projection):
                         out.write(orjson.dumps(resource) + b"\n")
                     progress.advance(len(page.rows))
                     after = page.keys[-1]

@@ -20,7 +20,7 @@ from scimd.resource import Draft, Projection, keeps, location, parse_projection,
 from scimd.schema import ENTERPRISE_URN, GROUP_TYPE, LIST_RESPONSE_URN, USER_TYPE, ResourceType
 from scimd.search import Search
 from scimd.sql import Page, SortError, find
-from scimd.store import MemberRef, Row, Store, Tx, View
+from scimd.store import MemberRef, Related, Row, Store, Tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,38 +52,26 @@ class Directory:
     # -- reads ---------------------------------------------------------------------------
 
     def get(self, rtype: ResourceType, rid: str, projection: Projection) -> tuple[dict[str, Any], str]:
-        view = self.store.view()
-        row = view.get(rtype, rid)
+        row = self.store.view().get(rtype, rid, related_for([(rtype, projection)]))
         if row is None:
             raise _not_found(rtype, rid)
-        return self.present(rtype, [row], projection, view)[0], row.etag
+        return self.present(rtype, [row], projection)[0], row.etag
 
-    def present(self, rtype: ResourceType, rows: Sequence[Row], projection: Projection,
-                view: View) -> list[dict[str, Any]]:
-        """Render and project rows, loading memberships only when the projection keeps them
-        (`excludedAttributes=members` on a 100,000-member group costs nothing, E21)."""
-        edge_attr = "members" if rtype is GROUP_TYPE else "groups"
-        wanted = [row.id for row in rows]
-        edges = view.memberships(rtype, wanted) if keeps(rtype, projection, rtype.core.id, edge_attr) else {}
-        resources = [render(rtype, row, self.base_url, edges.get(row.id)) for row in rows]
-        if rtype is USER_TYPE and keeps(rtype, projection, ENTERPRISE_URN, "manager"):
-            self._complete_managers(resources, view)
-        return [project(rtype, resource, projection) for resource in resources]
+    def present(self, rtype: ResourceType, rows: Sequence[Row], projection: Projection) -> list[dict[str, Any]]:
+        """Render and project rows read with `_related` of this projection."""
+        return [project(rtype, self._render(rtype, row), projection) for row in rows]
 
-    def _complete_managers(self, resources: list[dict[str, Any]], view: View) -> None:
-        """manager.$ref and the readOnly manager.displayName come from the manager's own User
-        (RFC 7643 §4.3), looked up for the whole page at once; a manager id this directory does
-        not hold (yet: Entra sets managers in a second pass) is returned as stored."""
-        managed = [r for r in resources if isinstance(r.get(ENTERPRISE_URN, {}).get("manager"), dict)]
-        if not managed:
-            return
-        names = view.displays(r[ENTERPRISE_URN]["manager"].get("value", "") for r in managed)
-        for resource in managed:
-            manager_id = resource[ENTERPRISE_URN]["manager"].get("value")
-            if manager_id in names:
-                manager = {**resource[ENTERPRISE_URN]["manager"],  # a copy: the row's document is not ours
-                           "$ref": location(self.base_url, "User", manager_id), "displayName": names[manager_id]}
-                resource[ENTERPRISE_URN] = {**resource[ENTERPRISE_URN], "manager": manager}
+    def _render(self, rtype: ResourceType, row: Row) -> dict[str, Any]:
+        resource = render(rtype, row, self.base_url, row.edges)
+        manager = resource.get(ENTERPRISE_URN, {}).get("manager")
+        if row.manager_display is not None and isinstance(manager, dict):
+            # manager.$ref and the readOnly manager.displayName come from the manager's own User
+            # (RFC 7643 §4.3); a manager id this directory does not hold (yet: Entra sets managers
+            # in a second pass) is returned as stored. A copy: the row's document is not ours.
+            manager = {**manager, "$ref": location(self.base_url, "User", manager["value"]),
+                       "displayName": row.manager_display}
+            resource[ENTERPRISE_URN] = {**resource[ENTERPRISE_URN], "manager": manager}
+        return resource
 
     def search(self, rtypes: list[ResourceType], query: Search, max_results: int) -> dict[str, Any]:
         """A ListResponse (RFC 7644 §3.4.2): index paging, or cursor paging when `cursor` is given (RFC 9865)."""
@@ -91,29 +79,28 @@ class Directory:
         if query.cursor is None and query.start_index == 1 and count > 0:
             # A lookup by filter (Entra's and Okta's `userName eq`) is answered by its first page
             # alone: one statement is one snapshot, without the BEGIN and COMMIT of a read
-            # transaction (each statement is a GIL hand-off under load: docs/benchmarks.md). Its
-            # memberships are then read as GET /Users/{id} reads them.
-            conn = self.store.reader()
-            page, _ = self._page(conn, rtypes, query, count, counted=False)
+            # transaction (each statement is a GIL hand-off under load: docs/benchmarks.md).
+            page, _ = self._page(self.store.reader(), rtypes, query, count, counted=False)
             if page.total is not None:
-                return _list_response(query, page, None, self._present_mixed(conn, rtypes, page.rows, query))
+                return _list_response(query, page, None, self._present_mixed(rtypes, page.rows, query))
         with self.store.read() as conn:
             page, next_cursor = self._page(conn, rtypes, query, count)
-            resources = self._present_mixed(conn, rtypes, page.rows, query)
-        return _list_response(query, page, next_cursor, resources)
+        return _list_response(query, page, next_cursor, self._present_mixed(rtypes, page.rows, query))
 
     def _page(self, conn: Any, rtypes: list[ResourceType], query: Search, count: int,
               counted: bool = True) -> tuple[Page, str | None]:
+        related = related_for([(rtype, _projection(rtype, query)) for rtype in rtypes])
         try:
             if query.cursor is None:
                 return find(conn, rtypes, query.filter, query.sort_by, query.descending, query.start_index - 1,
-                            count, count=counted), None
+                            count, count=counted, related=related), None
             digest = cursor.query_digest([r.name for r in rtypes], query.filter and to_text(query.filter),
                                          query.sort_by and to_text(query.sort_by), query.descending)
             after = (cursor.decode(self.store.cursor_key, query.cursor, digest, CURSOR_TIMEOUT_SECONDS)
                      if query.cursor else None)
             # One row more than asked tells whether a next page exists.
-            page = find(conn, rtypes, query.filter, query.sort_by, query.descending, 0, count + 1, after)
+            page = find(conn, rtypes, query.filter, query.sort_by, query.descending, 0, count + 1, after,
+                        related=related)
         except SortError as exc:
             raise errors.InvalidValue(f"Invalid sortBy: {exc}.") from None
         except FilterError as exc:
@@ -124,13 +111,12 @@ class Directory:
         page.rows = page.rows[:count]
         return page, cursor.encode(self.store.cursor_key, digest, page.keys[count - 1])
 
-    def _present_mixed(self, conn: Any, rtypes: list[ResourceType], rows: list[Row], query: Search) -> list[Any]:
+    def _present_mixed(self, rtypes: list[ResourceType], rows: list[Row], query: Search) -> list[Any]:
         """Render rows of one or several types (root /.search), keeping their order."""
         rendered: dict[str, dict[str, Any]] = {}
         for rtype in rtypes:
             of_type = [row for row in rows if row.type == rtype.name]
-            projection = parse_projection(rtype, query.attributes, query.excluded)
-            for row, resource in zip(of_type, self.present(rtype, of_type, projection, View(conn))):
+            for row, resource in zip(of_type, self.present(rtype, of_type, _projection(rtype, query))):
                 rendered[row.id] = resource
         return [rendered[row.id] for row in rows]
 
@@ -211,7 +197,8 @@ class Directory:
         url = location(self.base_url, rtype.name, row.id)
         if projection is None:
             return Outcome(None, row.etag, url)
-        return Outcome(self.present(rtype, [row], projection, tx)[0], row.etag, url)
+        row = tx.with_related(row, related_for([(rtype, projection)]))
+        return Outcome(self.present(rtype, [row], projection)[0], row.etag, url)
 
     def _checked_members(self, tx: Tx, group_id: str, members: Sequence[dict[str, Any]]) -> list[str]:
         """Member ids that exist, as Users or Groups; unknown ids are a 400, never silently dropped."""
@@ -255,7 +242,22 @@ class TxMembers:
 
     def all(self) -> list[MemberRef]:
         trace.note("leniency", text="loaded the whole member list to evaluate a members filter")
-        return self.tx.memberships(GROUP_TYPE, [self.group_id])[self.group_id]
+        group = self.tx.get(GROUP_TYPE, self.group_id, Related(edges=frozenset({GROUP_TYPE.name})))
+        return group.edges if group is not None and group.edges is not None else []
+
+
+def _projection(rtype: ResourceType, query: Search) -> Projection:
+    return parse_projection(rtype, query.attributes, query.excluded)
+
+
+def related_for(projections: Sequence[tuple[ResourceType, Projection]]) -> Related:
+    """What rows must be read with for these projections: edges only where `groups` or `members`
+    is kept (`excludedAttributes=members` on a 100,000-member group costs nothing, E21)."""
+    edges = frozenset(rtype.name for rtype, projection in projections
+                      if keeps(rtype, projection, rtype.core.id, "members" if rtype is GROUP_TYPE else "groups"))
+    manager = any(rtype is USER_TYPE and keeps(rtype, projection, ENTERPRISE_URN, "manager")
+                  for rtype, projection in projections)
+    return Related(edges, manager)
 
 
 def _with_defaults(rtype: ResourceType, draft: Draft) -> Draft:

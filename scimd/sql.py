@@ -22,7 +22,9 @@ from scimd.schema import (
     BINARY, COMMON, COMPLEX, GROUP_TYPE, REFERENCE, SCHEMAS_ATTRIBUTE, STRING, Attribute,
     ResourceType, Schema, fold_case,
 )
-from scimd.store import INDEXED_ATTRIBUTES, NAME_KEY_ATTRIBUTES, ROW_COLUMNS, IndexedAttribute, Row, rows_from
+from scimd.store import (
+    INDEXED_ATTRIBUTES, NAME_KEY_ATTRIBUTES, NOTHING_RELATED, ROW_COLUMNS, IndexedAttribute, Related, Row, rows_from,
+)
 
 _COMPARISONS = {"eq": "=", "ne": "<>", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
@@ -364,10 +366,11 @@ class Page:
 
 
 def find(conn: sqlite3.Connection, rtypes: list[ResourceType], node: Node | None, sort_by: AttrPath | None,
-         descending: bool, offset: int, limit: int, after: tuple[Any, ...] | None = None, count: bool = True) -> Page:
-    """One page of resources of these types matching `node`, in a stable order (ties by id), plus
-    the exact total (unless `count` is False and the page does not show it). `after` is the sort
-    key of the previous page's last row (keyset paging)."""
+         descending: bool, offset: int, limit: int, after: tuple[Any, ...] | None = None, count: bool = True,
+         related: Related = NOTHING_RELATED) -> Page:
+    """One page of resources of these types matching `node`, with their `related` data, in a
+    stable order (ties by id), plus the exact total (unless `count` is False and the page does not
+    show it). `after` is the sort key of the previous page's last row (keyset paging)."""
     where, params = _where(rtypes, node)
     key_exprs = _key_expressions(rtypes, sort_by)
     direction = " DESC" if descending else ""
@@ -377,7 +380,7 @@ def find(conn: sqlite3.Connection, rtypes: list[ResourceType], node: Node | None
         marks = ", ".join("?" * len(after))
         page_where += f" AND ({', '.join(key_exprs)}) {'<' if descending else '>'} ({marks})"
         page_params += list(after)
-    sql = (f"SELECT {ROW_COLUMNS}, {', '.join(key_exprs)} FROM resources AS r WHERE {page_where} "
+    sql = (f"SELECT {ROW_COLUMNS}, {related.columns()}, {', '.join(key_exprs)} FROM resources AS r WHERE {page_where} "
            f"ORDER BY {order} LIMIT ? OFFSET ?")
     if trace.active():
         trace.note("query", sql=sql, params=page_params + [limit, offset])

@@ -12,7 +12,7 @@ import secrets
 import sqlite3
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -20,7 +20,8 @@ import orjson
 
 from scimd import errors
 from scimd.schema import (
-    BINARY, COMPLEX, GROUP_TYPE, REFERENCE, RESOURCE_TYPES, STRING, Attribute, ResourceType, Schema, fold_case, now,
+    BINARY, COMPLEX, ENTERPRISE_URN, GROUP_TYPE, REFERENCE, RESOURCE_TYPES, STRING, USER_TYPE, Attribute, ResourceType,
+    Schema, fold_case, now,
 )
 
 SCHEMA_VERSION_KEY = "user_version"
@@ -202,7 +203,8 @@ class StorageError(Exception):
 
 @dataclass(slots=True)
 class Row:
-    """A stored resource: its attributes document and the server-managed columns."""
+    """A stored resource: its attributes document, the server-managed columns and, when a read
+    asked for them (`Related`), its membership edges and its manager's display name."""
 
     id: str
     type: str
@@ -211,6 +213,8 @@ class Row:
     created: str
     last_modified: str
     secret: str | None = None
+    edges: list[MemberRef] | None = None  # None: not read
+    manager_display: str | None = None  # None: not read, no manager, or one this directory does not hold
 
     @property
     def etag(self) -> str:
@@ -242,11 +246,48 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _row(record: Sequence[Any]) -> Row:
-    rid, rtype, doc, version, created, modified, secret = record
-    return Row(rid, rtype, orjson.loads(doc), version, created, modified, secret)
+    rid, rtype, doc, version, created, modified, secret, edges, manager_display = record
+    return Row(rid, rtype, orjson.loads(doc), version, created, modified, secret, _edges(edges), manager_display)
+
+
+def _edges(array: str | None) -> list[MemberRef] | None:
+    return None if array is None else [MemberRef(*edge) for edge in orjson.loads(array)]
 
 
 ROW_COLUMNS = "r.id, r.type, r.doc, r.version, r.created, r.last_modified, r.secret"
+
+# A User's groups and a Group's members, as one JSON array of [id, type, display] per row, in id
+# order (the index order of members' primary key and of members_by_member).
+_EDGES_SQL = {
+    USER_TYPE.name: "(SELECT json_group_array(json_array(e.id, e.type, e.display)) FROM (SELECT g.id, g.type, g.display "
+                    "FROM members AS m JOIN resources AS g ON g.id = m.group_id WHERE m.member_id = r.id "
+                    "ORDER BY m.group_id) AS e)",
+    GROUP_TYPE.name: "(SELECT json_group_array(json_array(e.id, e.type, e.display)) FROM (SELECT t.id, t.type, t.display "
+                     "FROM members AS m JOIN resources AS t ON t.id = m.member_id WHERE m.group_id = r.id "
+                     "ORDER BY m.member_id) AS e)",
+}
+# manager.displayName is readOnly and comes from the manager's own User (RFC 7643 §4.3).
+_MANAGER_SQL = (f"CASE WHEN r.type = 'User' THEN (SELECT mgr.display FROM resources AS mgr WHERE mgr.id = "
+                f"json_extract(r.doc, '$.\"{ENTERPRISE_URN}\".manager.value')) END")
+
+
+@dataclass(frozen=True, slots=True)
+class Related:
+    """What a read returns with each row, in the same statement: one statement is one snapshot (a
+    user's groups are those of the same moment as the user), and under load each statement is
+    GIL hand-offs (docs/benchmarks.md). Projections that drop `groups`, `members` or `manager`
+    (Entra's `excludedAttributes=members`) ask for nothing, and a 100,000-member group costs nothing."""
+
+    edges: frozenset[str] = frozenset()  # the type names whose groups/members to read
+    manager: bool = False
+
+    def columns(self) -> str:
+        """The two related columns every row query ends with (NULL when not asked for)."""
+        edges = [f"WHEN '{name}' THEN {_EDGES_SQL[name]}" for name in sorted(self.edges)]
+        return (f"CASE r.type {' '.join(edges)} END" if edges else "NULL") + ", " + (_MANAGER_SQL if self.manager else "NULL")
+
+
+NOTHING_RELATED = Related()
 
 
 class Store:
@@ -352,31 +393,14 @@ def count_resources(conn: sqlite3.Connection) -> dict[str, int]:
     return {"users": users, "active_users": active, "groups": groups, "memberships": edges}
 
 
-def get_row(conn: sqlite3.Connection, rtype: ResourceType, rid: str) -> Row | None:
-    record = conn.execute(f"SELECT {ROW_COLUMNS} FROM resources AS r WHERE r.id = ? AND r.type = ?",
+def get_row(conn: sqlite3.Connection, rtype: ResourceType, rid: str, related: Related = NOTHING_RELATED) -> Row | None:
+    record = conn.execute(f"SELECT {ROW_COLUMNS}, {related.columns()} FROM resources AS r WHERE r.id = ? AND r.type = ?",
                           (rid, rtype.name)).fetchone()
     return _row(record) if record else None
 
 
 def rows_from(cursor: Iterable[Sequence[Any]]) -> list[Row]:
     return [_row(record) for record in cursor]
-
-
-def load_memberships(conn: sqlite3.Connection, rtype: ResourceType, ids: Sequence[str]) -> dict[str, list[MemberRef]]:
-    """Group members (for Groups) or the groups a user belongs to (for Users), for many ids at once."""
-    result: dict[str, list[MemberRef]] = {rid: [] for rid in ids}
-    if not ids:
-        return result
-    marks = ",".join("?" * len(ids))
-    if rtype is GROUP_TYPE:
-        sql = (f"SELECT m.group_id, t.id, t.type, t.display FROM members AS m JOIN resources AS t ON t.id = m.member_id "
-               f"WHERE m.group_id IN ({marks}) ORDER BY m.group_id, t.id")
-    else:
-        sql = (f"SELECT m.member_id, g.id, g.type, g.display FROM members AS m JOIN resources AS g ON g.id = m.group_id "
-               f"WHERE m.member_id IN ({marks}) ORDER BY m.member_id, g.id")
-    for owner, other, other_type, display in conn.execute(sql, tuple(ids)):
-        result[owner].append(MemberRef(other, other_type, display))
-    return result
 
 
 def _columns(rtype: ResourceType, doc: dict[str, Any]) -> tuple[str, str | None, str]:
@@ -411,15 +435,17 @@ class View:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def get(self, rtype: ResourceType, rid: str) -> Row | None:
-        return get_row(self.conn, rtype, rid)
+    def get(self, rtype: ResourceType, rid: str, related: Related = NOTHING_RELATED) -> Row | None:
+        return get_row(self.conn, rtype, rid, related)
 
-    def memberships(self, rtype: ResourceType, ids: Sequence[str]) -> dict[str, list[MemberRef]]:
-        return load_memberships(self.conn, rtype, ids)
-
-    def displays(self, ids: Iterable[str]) -> dict[str, str]:
-        """The display name (displayName, else userName) of each resource that exists."""
-        return self._column_of("display", ids)
+    def with_related(self, row: Row, related: Related) -> Row:
+        """`row` with its related data as this connection sees it now (after a write, in its
+        transaction: the response shows what was committed)."""
+        if related == NOTHING_RELATED:
+            return row
+        edges, manager_display = self.conn.execute(f"SELECT {related.columns()} FROM resources AS r WHERE r.id = ?",
+                                                   (row.id,)).fetchone()
+        return replace(row, edges=_edges(edges), manager_display=manager_display)
 
     def _column_of(self, column: str, ids: Iterable[str]) -> dict[str, str]:
         """id -> `column` for each id that exists, in chunks that stay under SQLite's variable limit."""

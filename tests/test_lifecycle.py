@@ -694,7 +694,7 @@ def test_manager_display_name_and_ref_come_from_the_managers_user(client: ScimCl
                                              "displayName": "John Smith"}
     client.put(url(boss), json={"userName": "boss", "displayName": "Jane Smith"})
     assert get(client, report)[ENTERPRISE]["manager"]["displayName"] == "Jane Smith"
-    listed = client.get(f'/scim/v2/Users?filter=userName eq "report"').json["Resources"][0]
+    listed = client.get('/scim/v2/Users?filter=userName eq "report"').json["Resources"][0]
     assert listed[ENTERPRISE]["manager"]["displayName"] == "Jane Smith"
     # A manager this directory does not hold (Entra sets managers in a second pass) stays as stored.
     orphan = user(client, "orphan", **{ENTERPRISE: {"manager": {"value": "not-here-yet"}}})

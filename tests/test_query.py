@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scimd import cursor, trace
-from scimd.directory import Directory
+from scimd.directory import Directory, related_for
 from scimd.filter import FilterError, parse_filter
 from scimd.match import matches
 from scimd.resource import Projection, parse_members, parse_resource
@@ -72,9 +72,9 @@ def sql_ids(store: Store, rtype: ResourceType, text: str) -> list[str]:
 def reference_ids(store: Store, rtype: ResourceType, text: str) -> list[str]:
     directory = Directory(store, "http://localhost:8080")
     with store.read() as conn:
-        rows = find(conn, [rtype], None, None, False, 0, 10_000).rows
+        rows = find(conn, [rtype], None, None, False, 0, 10_000, related=related_for([(rtype, ALL)])).rows
     node = parse_filter(text)
-    return sorted(r["id"] for r in directory.present(rtype, rows, ALL, store.view()) if matches(node, r, rtype))
+    return sorted(r["id"] for r in directory.present(rtype, rows, ALL) if matches(node, r, rtype))
 
 
 @pytest.mark.parametrize("case", MATCH_CASES, ids=[f"{c['type']}: {c['filter']}" for c in MATCH_CASES])

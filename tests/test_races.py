@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import threading
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import orjson
