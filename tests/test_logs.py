@@ -58,6 +58,7 @@ def test_close_writes_everything_pending() -> None:
     logger.info("last words")
     handler.close()
     assert stream.getvalue() == "INFO last words\n"
+    handler.close()  # again, as logging.shutdown() does at exit: must not raise
 
 
 def test_a_closed_stream_does_not_break_logging() -> None:
@@ -83,3 +84,28 @@ def test_serving_sets_up_waitress_for_load() -> None:
         server.task_dispatcher.shutdown()
         server.close()
         sys.setswitchinterval(default)
+
+
+def test_lines_logged_from_many_threads_at_once_are_all_written_each_thread_in_order() -> None:
+    import threading
+
+    stream = io.StringIO()
+    logger, handler = make_logger(stream, interval=0.001, limit=7)
+    start = threading.Barrier(8)
+
+    def log_lines(thread: int) -> None:
+        start.wait()
+        for n in range(2000):
+            logger.info("%d %d", thread, n)
+
+    threads = [threading.Thread(target=log_lines, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    handler.close()
+    seen: dict[str, list[int]] = {}
+    for line in stream.getvalue().splitlines():
+        _, thread, n = line.split()
+        seen.setdefault(thread, []).append(int(n))
+    assert seen == {str(t): list(range(2000)) for t in range(8)}
