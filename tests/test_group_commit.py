@@ -50,10 +50,16 @@ class Writer(threading.Thread):
             self.error = exc
 
 
-def run_group(store: Store, events: list[str], inside_second: Callable[[], None] = lambda: None) -> list[Writer]:
+def run_group(store: Store, events: list[str], inside_second: Callable[[], None] = lambda: None,
+              after_first: Callable[[], None] = lambda: None) -> list[Writer]:
     """`first` holds the writer lock until `second` and `third` are queued behind it, then all run."""
     release = threading.Event()
-    first = Writer(store, "first", events, inside=lambda: release.wait(10))
+
+    def hold_then(after: Callable[[], None]) -> None:
+        release.wait(10)
+        after()
+
+    first = Writer(store, "first", events, inside=lambda: hold_then(after_first))
     first.start()
     wait_for(lambda: store._group is not None)
     others = [Writer(store, "second", events, inside_second), Writer(store, "third", events)]
@@ -88,14 +94,33 @@ def test_writes_queued_behind_a_write_share_its_one_commit_and_none_returns_befo
     assert stored_names(tmp_path / "scim.db") == ["first", "second", "third"]
 
 
-def test_a_failing_write_is_undone_alone(store: Store, tmp_path: Path) -> None:
-    def fail() -> None:
-        raise ValueError("invalid")
+def fail() -> None:
+    raise ValueError("invalid")
 
+
+def test_a_failing_write_is_undone_alone(store: Store, tmp_path: Path) -> None:
     writers = run_group(store, [], inside_second=fail)
     assert isinstance(writers[1].error, ValueError)
     assert writers[0].error is None and writers[2].error is None
     assert stored_names(tmp_path / "scim.db") == ["first", "third"]
+
+
+def test_a_failing_first_write_is_undone_and_the_writes_queued_behind_it_commit(store: Store, tmp_path: Path) -> None:
+    writers = run_group(store, [], after_first=fail)
+    assert isinstance(writers[0].error, ValueError)
+    assert writers[1].error is None and writers[2].error is None
+    assert stored_names(tmp_path / "scim.db") == ["second", "third"]
+
+
+def test_a_write_alone_runs_without_a_savepoint(store: Store) -> None:
+    """A savepoint makes SQLite copy every page a statement changes to a sub-journal: only a write
+    that joins others needs one."""
+    statements: list[str] = []
+    store._writer.set_trace_callback(statements.append)
+    with store.write() as tx:
+        tx.insert(USER_TYPE, "alone", {"userName": "alone"}, None)
+    assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
+    assert not any(sql.startswith(("SAVEPOINT", "RELEASE")) for sql in statements)
 
 
 class FailingCommit:
