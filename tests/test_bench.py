@@ -42,3 +42,37 @@ def test_quick_benchmark_writes_results(tmp_path: Path) -> None:
     assert {"get_user", "post_user"} <= set(results["looking_glass"]["cpu"])
     assert {t["target"] for t in results["targets"]} and all("pass" in t for t in results["targets"])
     assert (out / "ci.md").read_text().count("| Target |") == 1
+
+
+@pytest.mark.slow
+def test_floor_measures_a_row_read_and_python_work_against_the_ceiling(tmp_path: Path) -> None:
+    out = tmp_path / "floor.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.floor", "--users", "200", "--cpu-us", "0,40", "--duration", "0.3",
+         "--rounds", "1", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    rows = json.loads(out.read_text())
+    assert [row["cpu_us"] for row in rows] == [0, 40]
+    for row in rows:
+        assert row["errors"] == 0 and row["floor"] > 0 and row["ceiling"] > 0
+        assert row["ratio"] == pytest.approx(row["floor"] / row["ceiling"])
+    assert "| 40 |" in proc.stdout
+
+
+def test_floor_app_reads_the_user_it_is_asked_for(tmp_path: Path) -> None:
+    from bench.floor import Floor
+    from scimd.schema import USER_TYPE
+    from scimd.store import Store
+
+    store = Store(tmp_path / "scim.db")
+    try:
+        with store.write() as tx:
+            tx.insert(USER_TYPE, "u-1", {"userName": "one"}, None)
+        app = Floor(store, cpu_us=5, size=10)
+        statuses: list[str] = []
+        body = app({"PATH_INFO": "/scim/v2/Users/u-1"}, lambda status, headers: statuses.append(status))
+        app({"PATH_INFO": "/scim/v2/Users/nobody"}, lambda status, headers: statuses.append(status))
+        assert statuses == ["200 OK", "404 Not Found"] and body == [b"x" * 10]
+    finally:
+        store.close()
