@@ -190,3 +190,40 @@ def test_concurrent_posts_are_all_created_once(tmp_path: Path) -> None:
     store.close()
     assert statuses == [201] * 200
     assert stored_names(tmp_path / "scim.db") == sorted(f"user-{t}-{n}" for t in range(8) for n in range(25))
+
+
+class FailingUndo(FailingCommit):
+    """The writer connection, except that undoing a savepoint fails, as after an I/O error that
+    made SQLite roll the whole transaction back itself."""
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "ROLLBACK TO write":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._conn.execute(sql, *args)
+
+
+def test_a_write_that_cannot_be_undone_alone_fails_its_whole_group(store: Store, tmp_path: Path) -> None:
+    store._writer = FailingUndo(store._writer)  # type: ignore[assignment]
+    writers = run_group(store, [], inside_second=fail)
+    assert isinstance(writers[1].error, ValueError)  # its own error, as raised in its body
+    assert isinstance(writers[0].error, StorageError)  # shared the transaction that was lost
+    # `third` either joined the lost group before `second` (and fails with it) or came after
+    # and started a group of its own: whichever, it is stored exactly when it succeeded.
+    assert writers[2].error is None or isinstance(writers[2].error, StorageError)
+    assert stored_names(tmp_path / "scim.db") == ([] if writers[2].error else ["third"])
+
+
+def test_closing_the_store_fails_a_write_waiting_for_its_group_to_commit(store: Store, tmp_path: Path) -> None:
+    events: list[str] = []
+    release = threading.Event()
+    first = Writer(store, "first", events, inside=lambda: release.wait(10))
+    first.start()
+    wait_for(lambda: store._group is not None)
+    with store._queue_lock:
+        store._queued += 1  # a writer about to queue: the first hands its transaction over and waits
+    release.set()
+    wait_for(lambda: not store._write_lock.locked())
+    store.close()
+    first.join(10)
+    assert isinstance(first.error, StorageError) and events == []
+    assert stored_names(tmp_path / "scim.db") == []

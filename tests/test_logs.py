@@ -109,3 +109,23 @@ def test_lines_logged_from_many_threads_at_once_are_all_written_each_thread_in_o
         _, thread, n = line.split()
         seen.setdefault(thread, []).append(int(n))
     assert seen == {str(t): list(range(2000)) for t in range(8)}
+
+
+def test_a_record_the_handler_filters_out_is_not_written() -> None:
+    stream = io.StringIO()
+    logger, handler = make_logger(stream)
+    handler.addFilter(lambda record: "secret" not in record.getMessage())
+    logger.warning("a secret")
+    logger.warning("public")
+    handler.close()
+    assert stream.getvalue() == "WARNING public\n"
+
+
+def test_a_record_that_cannot_be_formatted_is_reported_and_logging_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
+    stream = io.StringIO()
+    logger, handler = make_logger(stream)
+    logger.warning("%d items", "not a number")
+    logger.warning("next")
+    handler.close()
+    assert stream.getvalue() == "WARNING next\n"
+    assert "not a number" in capsys.readouterr().err  # logging's handleError report
