@@ -93,6 +93,10 @@ def compare(args: argparse.Namespace) -> int:
             rows = [_measure(ceiling, data, logs, requests, float(cpu), args) for cpu in args.cpu_us.split(",")]
         finally:
             ceiling.stop()
+    print(f"## The floor against the ceiling, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC\n\n"
+          f"`python -m bench.floor {' '.join(sys.argv[1:])}`: GET /Users/{{id}} at {args.connections} connections, "
+          f"{args.threads} threads, {args.rounds} interleaved rounds of {args.duration:g} s (medians), "
+          f"{manifest.users:,} seeded users.\n")
     print("| Python CPU per request (µs) | floor req/s | ceiling req/s | floor/ceiling |\n|---:|---:|---:|---:|")
     for row in rows:
         print(f"| {row['cpu_us']:g} | {row['floor']:,.0f} | {row['ceiling']:,.0f} | {row['ratio']:.2f} |")

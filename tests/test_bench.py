@@ -57,7 +57,7 @@ def test_floor_measures_a_row_read_and_python_work_against_the_ceiling(tmp_path:
     for row in rows:
         assert row["errors"] == 0 and row["floor"] > 0 and row["ceiling"] > 0
         assert row["ratio"] == pytest.approx(row["floor"] / row["ceiling"])
-    assert "| 40 |" in proc.stdout
+    assert "| 40 |" in proc.stdout and "200 seeded users" in proc.stdout
 
 
 def test_floor_app_reads_the_user_it_is_asked_for(tmp_path: Path) -> None:
