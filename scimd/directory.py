@@ -58,7 +58,7 @@ class Directory:
         return self.present(rtype, [row], projection)[0], row.etag
 
     def present(self, rtype: ResourceType, rows: Sequence[Row], projection: Projection) -> list[dict[str, Any]]:
-        """Render and project rows read with `_related` of this projection."""
+        """Render and project rows read with `related_for` this projection."""
         return [project(rtype, self._render(rtype, row), projection) for row in rows]
 
     def _render(self, rtype: ResourceType, row: Row) -> dict[str, Any]:

@@ -370,8 +370,8 @@ class Store:
             self._queued -= 1
         try:
             group, savepoint = self._join_group()
-        except BaseException:
-            self._write_lock.release()
+        except BaseException as exc:
+            self._abandon_group(exc)
             raise
         conn = self._writer
         try:
@@ -398,6 +398,17 @@ class Store:
         group.size += 1
         self._writer.execute("SAVEPOINT write")
         return group, True
+
+    def _abandon_group(self, exc: BaseException) -> None:
+        """Called with the writer lock held when joining failed (the store closed, a SAVEPOINT
+        refused): writes of the open group wait for a COMMIT this thread was to carry on, so
+        they fail with it instead of waiting for a writer that may never come."""
+        group = self._group
+        if group is None:
+            self._write_lock.release()
+            return
+        group.error = exc
+        self._leave_group(group)
 
     def _undo_own_write(self, group: _Group, savepoint: bool) -> None:
         try:
@@ -439,6 +450,7 @@ class Store:
             if self._group is not None:  # its writers wait for a COMMIT that will not come
                 self._group.error = StorageError("the store was closed before the write was committed")
                 self._group.done.set()
+                self._group = None
             with self._readers_lock:
                 for conn in self._readers:
                     conn.close()

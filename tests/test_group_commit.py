@@ -227,3 +227,24 @@ def test_closing_the_store_fails_a_write_waiting_for_its_group_to_commit(store: 
     first.join(10)
     assert isinstance(first.error, StorageError) and events == []
     assert stored_names(tmp_path / "scim.db") == []
+
+
+class FailingSavepoint(FailingCommit):
+    """The writer connection, except that opening a savepoint fails (an I/O error)."""
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "SAVEPOINT write":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._conn.execute(sql, *args)
+
+
+def test_a_write_that_cannot_join_fails_the_group_waiting_on_it_instead_of_leaving_it_waiting(
+        store: Store, tmp_path: Path) -> None:
+    store._writer = FailingSavepoint(store._writer)  # type: ignore[assignment]
+    writers = run_group(store, [])
+    assert not any(writer.is_alive() for writer in writers)
+    assert isinstance(writers[0].error, StorageError)  # its group could not go on
+    later = writers[1:]
+    assert sorted(type(writer.error).__name__ for writer in later) == ["NoneType", "OperationalError"]
+    # The one that came after the failed group started its own, alone, without a savepoint.
+    assert stored_names(tmp_path / "scim.db") == [writer.user for writer in later if writer.error is None]
