@@ -7,6 +7,7 @@ membership changes commit together or not at all.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from scimd.discovery import CURSOR_TIMEOUT_SECONDS
 from scimd.filter import FilterError, to_text
 from scimd.patch import MemberChanges, apply_patch, parse_patch_request
 from scimd.resource import Draft, Projection, keeps, location, parse_projection, parse_resource, project, render
-from scimd.schema import ENTERPRISE_URN, GROUP_TYPE, LIST_RESPONSE_URN, USER_TYPE, ResourceType
+from scimd.schema import ENTERPRISE_URN, GROUP_TYPE, LIST_RESPONSE_URN, RESOURCE_TYPES, USER_TYPE, ResourceType
 from scimd.search import Search
 from scimd.sql import Page, SortError, find
 from scimd.store import MemberRef, Related, Row, Store, Tx
@@ -253,11 +254,21 @@ def _projection(rtype: ResourceType, query: Search) -> Projection:
 def related_for(projections: Sequence[tuple[ResourceType, Projection]]) -> Related:
     """What rows must be read with for these projections: edges only where `groups` or `members`
     is kept (`excludedAttributes=members` on a 100,000-member group costs nothing, E21)."""
-    edges = frozenset(rtype.name for rtype, projection in projections
-                      if keeps(rtype, projection, rtype.core.id, "members" if rtype is GROUP_TYPE else "groups"))
-    manager = any(rtype is USER_TYPE and keeps(rtype, projection, ENTERPRISE_URN, "manager")
-                  for rtype, projection in projections)
-    return Related(edges, manager)
+    return _related_for(tuple((rtype.name, projection) for rtype, projection in projections))
+
+
+@functools.lru_cache(maxsize=256)
+def _related_for(projections: tuple[tuple[str, Projection], ...]) -> Related:
+    """Cached by type name (hashing a ResourceType would hash its whole schema): every request
+    asks, and clients repeat the same few projections."""
+    edges: set[str] = set()
+    manager = False
+    for name, projection in projections:
+        rtype = RESOURCE_TYPES[name.lower()]
+        if keeps(rtype, projection, rtype.core.id, "members" if rtype is GROUP_TYPE else "groups"):
+            edges.add(name)
+        manager |= rtype is USER_TYPE and keeps(rtype, projection, ENTERPRISE_URN, "manager")
+    return Related(frozenset(edges), manager)
 
 
 def _with_defaults(rtype: ResourceType, draft: Draft) -> Draft:

@@ -8,6 +8,7 @@ per-thread connections, WAL with synchronous=FULL so a commit acknowledged with 
 
 from __future__ import annotations
 
+import functools
 import secrets
 import sqlite3
 import threading
@@ -283,8 +284,13 @@ class Related:
 
     def columns(self) -> str:
         """The two related columns every row query ends with (NULL when not asked for)."""
-        edges = [f"WHEN '{name}' THEN {_EDGES_SQL[name]}" for name in sorted(self.edges)]
-        return (f"CASE r.type {' '.join(edges)} END" if edges else "NULL") + ", " + (_MANAGER_SQL if self.manager else "NULL")
+        return _related_columns(self)
+
+
+@functools.lru_cache(maxsize=16)  # at most 2 edge types x manager or not: 8 distinct values
+def _related_columns(related: Related) -> str:
+    edges = [f"WHEN '{name}' THEN {_EDGES_SQL[name]}" for name in sorted(related.edges)]
+    return (f"CASE r.type {' '.join(edges)} END" if edges else "NULL") + ", " + (_MANAGER_SQL if related.manager else "NULL")
 
 
 NOTHING_RELATED = Related()
