@@ -653,9 +653,10 @@ class Tx(View):
     def _insert_keys(self, rid: str, keys: set[tuple[str, str]]) -> None:
         # One statement for all of them, not executemany: each SQLite step releases the GIL, and
         # under load every release is a thread switch while the write lock is held (docs/benchmarks.md).
+        # OR IGNORE: a key already there is the row wanted; a write must not fail on it.
         if keys:
-            self.conn.execute(f"INSERT INTO value_keys (attr, key, resource_id) SELECT {_KEY_PAIR}, ? FROM json_each(?)",
-                              (rid, _dump_keys(keys)))
+            self.conn.execute(f"INSERT OR IGNORE INTO value_keys (attr, key, resource_id) SELECT {_KEY_PAIR}, ? "
+                              f"FROM json_each(?)", (rid, _dump_keys(keys)))
 
     # -- membership: every change costs O(changed members), never O(group size) -------------
 
