@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 servers.append(peer)
             results["operations"] = measure(main_scimd, ceiling, peer, token, manifest, args, results)
             results["bulk"] = bulk(main_scimd, peer, token, args)
-            results["looking_glass"] = looking_glass(main_scimd, data_dir, log_dir, token, manifest, args)
+            results["looking_glass"] = looking_glass(data_dir, log_dir, token, manifest, args)
             results["rss"]["after_load_kb"] = main_scimd.rss_kb()
     finally:
         for server in servers:
@@ -393,38 +393,48 @@ def bulk(scimd: procs.Server, peer: procs.Server | None, token: str, args: argpa
     return out
 
 
-def looking_glass(scimd: procs.Server, data_dir: Path, log_dir: Path, token: str, manifest: Manifest,
+def looking_glass(data_dir: Path, log_dir: Path, token: str, manifest: Manifest,
                   args: argparse.Namespace) -> dict[str, Any]:
-    """The same GET and POST at 16 connections with SCIM_LOOKING_GLASS true and false, in ABBA
-    order three times (12 runs of half the duration), each daemon on its own copy of the data;
-    medians, so one run disturbed by the machine does not decide."""
-    # A data directory serves one daemon at a time: the other mode gets a consistent copy.
-    copy_dir = data_dir.parent / "data-lg-off"
-    shutil.rmtree(copy_dir, ignore_errors=True)
-    copy_dir.mkdir(parents=True)
-    with sqlite3.connect(data_dir / "scim.db") as source, sqlite3.connect(copy_dir / "scim.db") as target:
-        source.backup(target)
-    source.close()
-    target.close()
-    off = procs.scimd(copy_dir, log_dir, token, args.threads, name="scimd-lg-off", looking_glass=False).start()
+    """The same GET and POST at 16 connections with SCIM_LOOKING_GLASS true and false: two fresh
+    daemons on two identical copies of the data (so neither has the main daemon's warm state or
+    its database grown by the benchmark's writes), in ABBA order five times (20 runs of half the
+    duration); medians, so one run disturbed by the machine does not decide."""
+    rounds = 1 if args.quick else 5
+    daemons: dict[str, procs.Server] = {}
+    copies = {mode: data_dir.parent / f"data-lg-{mode}" for mode in ("on", "off")}
     out: dict[str, Any] = {"connections": 16}
     try:
+        for mode, copy_dir in copies.items():
+            _copy_database(data_dir, copy_dir)  # a data directory serves one daemon at a time
+            daemons[mode] = procs.scimd(copy_dir, log_dir, token, args.threads, name=f"scimd-lg-{mode}",
+                                        looking_glass=mode == "on").start()
         for name in ("get_user", "post_user"):
             requests = ops.requests_for(name, manifest, "/scim/v2")
             runs: dict[str, list[float]] = {"on": [], "off": []}
-            order = ("on", "off", "off", "on") * 3 if not args.quick else ("on", "off")
-            for mode in order:
-                server = scimd if mode == "on" else off
-                runs[mode].append(_drive(server, token, requests, 16, args, args.duration / 2)["rps"])
+            for mode in ("on", "off", "off", "on") * rounds:
+                runs[mode].append(_drive(daemons[mode], token, requests, 16, args, args.duration / 2)["rps"])
             on, off_rps = statistics.median(runs["on"]), statistics.median(runs["off"])
             out[name] = {"on_rps": round(on, 1), "off_rps": round(off_rps, 1),
                          "difference": round((off_rps - on) / off_rps, 3) if off_rps else None, "runs": runs}
             say(f"bench: Looking Glass {name}: on {on:.1f}/s, off {off_rps:.1f}/s")
     finally:
-        off.stop()
-        shutil.rmtree(copy_dir, ignore_errors=True)
+        for daemon in daemons.values():
+            daemon.stop()
+        for copy_dir in copies.values():
+            shutil.rmtree(copy_dir, ignore_errors=True)
     return out
 
+
+def _copy_database(data_dir: Path, copy_dir: Path) -> None:
+    """A consistent copy of the database (SQLite's online backup), while its daemon may run."""
+    shutil.rmtree(copy_dir, ignore_errors=True)
+    copy_dir.mkdir(parents=True)
+    source, target = sqlite3.connect(data_dir / "scim.db"), sqlite3.connect(copy_dir / "scim.db")
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
 
 if __name__ == "__main__":
     raise SystemExit(main())
