@@ -508,6 +508,9 @@ def rows_from(cursor: Iterable[Sequence[Any]]) -> list[Row]:
     return [_row(record) for record in cursor]
 
 
+_DERIVED_COLUMNS = ("name_key", "external_id", "display")
+
+
 def _columns(rtype: ResourceType, doc: dict[str, Any]) -> tuple[str, str | None, str]:
     """name_key, external_id and display, derived from the document (never stored twice by hand)."""
     if rtype is GROUP_TYPE:
@@ -594,16 +597,20 @@ class Tx(View):
     def update(self, rtype: ResourceType, row: Row, doc: dict[str, Any], secret: str | None) -> Row:
         """Write a new document; the version moves only because something changed."""
         stamp = now()
-        name_key, external_id, display = _columns(rtype, doc)
+        new = dict(zip(_DERIVED_COLUMNS, _columns(rtype, doc)))
+        old = dict(zip(_DERIVED_COLUMNS, _columns(rtype, row.doc)))
+        # Only the derived columns that changed: SQLite rewrites the entries of every index on a
+        # column the SET names, even to the same value (two random index pages for a PATCH of title).
+        changed = [name for name in _DERIVED_COLUMNS if new[name] != old[name]]
+        sets = "".join(f"{name} = ?, " for name in changed)
         try:
             self.conn.execute(
-                "UPDATE resources SET name_key = ?, external_id = ?, display = ?, doc = ?, secret = ?, "
-                "version = version + 1, last_modified = ? WHERE id = ?",
-                (name_key, external_id, display, _dump(doc), secret, stamp, row.id))
+                f"UPDATE resources SET {sets}doc = ?, secret = ?, version = version + 1, last_modified = ? WHERE id = ?",
+                (*(new[name] for name in changed), _dump(doc), secret, stamp, row.id))
         except sqlite3.IntegrityError as exc:
             raise _uniqueness(rtype) from exc
         self._reindex_values(rtype, row.id, row.doc, doc)
-        if display != _columns(rtype, row.doc)[2]:
+        if new["display"] != old["display"]:
             # Members show a group's name (groups.display) and groups show a member's (members.display).
             self._touch_neighbours(row.id)
         return Row(row.id, row.type, doc, row.version + 1, row.created, stamp, secret)

@@ -238,3 +238,42 @@ def test_a_closed_store_fails_its_health_round_trip(tmp_path: Path) -> None:
         store.ping()
     with pytest.raises(StorageError), store.write():
         pass
+
+
+# -- derived columns -----------------------------------------------------------------------------
+
+# (method, body) applied in turn to one user; after each, the derived columns must be those of the
+# stored document, whether the write changed them (rename, externalId) or not (title).
+DERIVED_WRITES = [
+    ("PATCH", {"op": "replace", "path": "title", "value": "Boss"}),
+    ("PATCH", {"op": "replace", "path": "userName", "value": "Renamed@Example.com"}),
+    ("PATCH", {"op": "replace", "path": "externalId", "value": "ext-2"}),
+    ("PATCH", {"op": "remove", "path": "externalId"}),
+    ("PATCH", {"op": "replace", "path": "displayName", "value": "Barbara J."}),
+    ("PUT", {"userName": "put-name", "externalId": "ext-3"}),
+    ("PATCH", {"op": "replace", "path": "title", "value": "Chief"}),
+]
+
+
+def test_every_update_keeps_the_derived_columns_exact(tmp_path: Path) -> None:
+    app, store = make_app(tmp_path)
+    client = ScimClient(app)
+    try:
+        rid = client.post("/scim/v2/Users", json={"userName": "bjensen", "externalId": "ext-1"}).json["id"]
+        for method, body in DERIVED_WRITES:
+            url = f"/scim/v2/Users/{rid}"
+            if method == "PATCH":
+                response = client.patch(url, json={"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                                                   "Operations": [body]})
+            else:
+                response = client.put(url, json=body)
+            assert response.status_code == 200, response.get_data(as_text=True)
+            row = store.view().get(USER_TYPE, rid)
+            assert row is not None
+            stored = store.reader().execute("SELECT name_key, external_id, display FROM resources WHERE id = ?",
+                                            (rid,)).fetchone()
+            assert stored == store_module._columns(USER_TYPE, row.doc), (method, body)
+            found = client.get("/scim/v2/Users", query_string={"filter": f'userName eq "{row.doc["userName"]}"'})
+            assert [r["id"] for r in found.json["Resources"]] == [rid]
+    finally:
+        store.close()
