@@ -68,13 +68,16 @@ class IndexedAttribute:
         multi-valued one. A value of another type never matches a string comparison (scimd/match.py)."""
         holder = doc.get(self.schema.id) if self.extension else doc
         value = holder.get(self.attr.name) if isinstance(holder, dict) else None
+        if value is None:  # most indexed attributes, in most documents: nothing to build
+            return set()
         if self.sub is not None:
             elements = value if self.attr.multi_valued and isinstance(value, list) else [value]
             values = [element.get(self.sub.name) for element in elements if isinstance(element, dict)]
         else:
             values = [value]
-        fold = (lambda text: text) if self.leaf.case_exact else fold_case
-        return {fold(value) for value in values if isinstance(value, str)}
+        if self.leaf.case_exact:
+            return {value for value in values if isinstance(value, str)}
+        return {fold_case(value) for value in values if isinstance(value, str)}
 
 
 def _stored_strings(rtype: ResourceType, schema: Schema) -> Iterator[tuple[Attribute, Attribute | None]]:
@@ -114,6 +117,11 @@ def _indexed_attributes(rtype: ResourceType) -> tuple[IndexedAttribute, ...]:
 # filter on an indexed attribute reads value_keys only.
 INDEXED_ATTRIBUTES: dict[str, tuple[IndexedAttribute, ...]] = {
     rtype.name: _indexed_attributes(rtype) for rtype in RESOURCE_TYPES.values()}
+
+
+# With each value_keys.attr computed once: IndexedAttribute.key builds its string per call.
+_KEYED_ATTRIBUTES: dict[str, tuple[tuple[str, IndexedAttribute], ...]] = {
+    name: tuple((indexed.key, indexed) for indexed in attributes) for name, attributes in INDEXED_ATTRIBUTES.items()}
 
 
 def _backfill_singular_values(rtype: ResourceType) -> str:
@@ -524,8 +532,8 @@ def _dump(doc: dict[str, Any]) -> str:
 
 
 def _value_keys(rtype: ResourceType, doc: dict[str, Any]) -> set[tuple[str, str]]:
-    """(value_keys.attr, key) of every indexed value of a document."""
-    return {(indexed.key, key) for indexed in INDEXED_ATTRIBUTES[rtype.name] for key in indexed.keys(doc)}
+    """(value_keys.attr, key) of every indexed value of a document: twice per PATCH or PUT."""
+    return {(name, key) for name, indexed in _KEYED_ATTRIBUTES[rtype.name] for key in indexed.keys(doc)}
 
 
 # Keys travel as one JSON array of [attr, key] pairs, read back with json_each.
