@@ -495,8 +495,10 @@ def _check_immutable(rtype: ResourceType, before: dict[str, Any], after: dict[st
     """An immutable attribute may be set once, never changed (RFC 7643 §2.2, RFC 7644 §3.5.2)."""
     for schema in rtype.schemas:
         for attr in schema.attributes:
+            if attr.mutability != "immutable":
+                continue
             old = get_attribute(before, schema, attr)
-            if attr.mutability == "immutable" and old is not None and get_attribute(after, schema, attr) != old:
+            if old is not None and get_attribute(after, schema, attr) != old:
                 raise errors.Mutability(f"'{attr.name}' is immutable and cannot be changed.")
 
 
