@@ -922,3 +922,39 @@ def test_a_user_created_without_active_is_active_and_a_put_keeps_it(client: Scim
     assert created["active"] is True
     client.patch(url(created), json=patch_body({"op": "replace", "path": "active", "value": False}))
     assert client.put(url(created), json={"userName": "plain"}).json["active"] is False
+
+
+# What a user write answers with of others: its groups and its manager's name as they are after the
+# write, whether the manager stayed, changed, went, or the write changed nothing.
+WRITE_ANSWERS = [
+    ("PATCH title", "PATCH", [{"op": "replace", "path": "title", "value": "Lead"}], "boss"),
+    ("PATCH nothing", "PATCH", [{"op": "replace", "path": "title", "value": "Guide"}], "boss"),
+    ("PATCH new manager", "PATCH", [{"op": "replace", "path": f"{ENTERPRISE}:manager", "value": {"value": "@other"}}],
+     "other"),
+    ("PATCH manager removed", "PATCH", [{"op": "remove", "path": f"{ENTERPRISE}:manager"}], None),
+    ("PUT same manager", "PUT", {"userName": "report", "title": "Guide", ENTERPRISE: {"manager": {"value": "@boss"}}},
+     "boss"),
+    ("PUT new manager", "PUT", {"userName": "report", ENTERPRISE: {"manager": {"value": "@other"}}}, "other"),
+]
+
+
+@pytest.mark.parametrize(("label", "method", "change", "manager"), WRITE_ANSWERS, ids=[w[0] for w in WRITE_ANSWERS])
+def test_a_user_write_answers_with_current_groups_and_manager(client: ScimClient, label: str, method: str,
+                                                              change: Any, manager: str | None) -> None:
+    people = {name: user(client, name, displayName=f"{name.title()} Person")["id"] for name in ("boss", "other")}
+    report = user(client, "report", title="Guide", **{ENTERPRISE: {"manager": {"value": people["boss"]}}})
+    guides = group(client, "Guides", report["id"])["id"]
+    body = json.loads(json.dumps(change).replace("@boss", people["boss"]).replace("@other", people["other"]))
+    if method == "PATCH":
+        response = client.patch(url(report), json=patch_body(*body))
+    else:
+        response = client.put(url(report), json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    answered = response.json
+    assert [(g["value"], g["display"]) for g in answered["groups"]] == [(guides, "Guides")]
+    if manager is None:
+        assert "manager" not in answered.get(ENTERPRISE, {})
+    else:
+        assert answered[ENTERPRISE]["manager"]["value"] == people[manager]
+        assert answered[ENTERPRISE]["manager"]["displayName"] == f"{manager.title()} Person"
+    assert answered == get(client, report)  # the answer is what a GET now shows
