@@ -123,23 +123,24 @@ def test_a_write_alone_runs_without_a_savepoint(store: Store) -> None:
     assert not any(sql.startswith(("SAVEPOINT", "RELEASE")) for sql in statements)
 
 
-class FailingCommit:
-    """The writer connection, except that COMMIT fails as a full disk would make it."""
+class FailingStatement:
+    """The writer connection, except that one statement fails as SQLite fails it on a full disk
+    or an I/O error."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+    def __init__(self, conn: sqlite3.Connection, failing: str, message: str) -> None:
+        self._conn, self._failing, self._message = conn, failing, message
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
 
     def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        if sql == "COMMIT":
-            raise sqlite3.OperationalError("database or disk is full")
+        if sql == self._failing:
+            raise sqlite3.OperationalError(self._message)
         return self._conn.execute(sql, *args)
 
 
 def test_a_failed_commit_fails_every_write_of_the_group_and_keeps_nothing(store: Store, tmp_path: Path) -> None:
-    store._writer = FailingCommit(store._writer)  # type: ignore[assignment]
+    store._writer = FailingStatement(store._writer, "COMMIT", "database or disk is full")  # type: ignore[assignment]
     events: list[str] = []
     writers = run_group(store, events)
     assert [type(w.error) for w in writers] == [StorageError] * 3
@@ -192,18 +193,10 @@ def test_concurrent_posts_are_all_created_once(tmp_path: Path) -> None:
     assert stored_names(tmp_path / "scim.db") == sorted(f"user-{t}-{n}" for t in range(8) for n in range(25))
 
 
-class FailingUndo(FailingCommit):
-    """The writer connection, except that undoing a savepoint fails, as after an I/O error that
-    made SQLite roll the whole transaction back itself."""
-
-    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        if sql == "ROLLBACK TO write":
-            raise sqlite3.OperationalError("disk I/O error")
-        return self._conn.execute(sql, *args)
-
-
 def test_a_write_that_cannot_be_undone_alone_fails_its_whole_group(store: Store, tmp_path: Path) -> None:
-    store._writer = FailingUndo(store._writer)  # type: ignore[assignment]
+    # Undoing the savepoint fails, as after an I/O error that made SQLite roll the whole
+    # transaction back itself.
+    store._writer = FailingStatement(store._writer, "ROLLBACK TO write", "disk I/O error")  # type: ignore[assignment]
     writers = run_group(store, [], inside_second=fail)
     assert isinstance(writers[1].error, ValueError)  # its own error, as raised in its body
     assert isinstance(writers[0].error, StorageError)  # shared the transaction that was lost
@@ -229,18 +222,9 @@ def test_closing_the_store_fails_a_write_waiting_for_its_group_to_commit(store: 
     assert stored_names(tmp_path / "scim.db") == []
 
 
-class FailingSavepoint(FailingCommit):
-    """The writer connection, except that opening a savepoint fails (an I/O error)."""
-
-    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        if sql == "SAVEPOINT write":
-            raise sqlite3.OperationalError("disk I/O error")
-        return self._conn.execute(sql, *args)
-
-
 def test_a_write_that_cannot_join_fails_the_group_waiting_on_it_instead_of_leaving_it_waiting(
         store: Store, tmp_path: Path) -> None:
-    store._writer = FailingSavepoint(store._writer)  # type: ignore[assignment]
+    store._writer = FailingStatement(store._writer, "SAVEPOINT write", "disk I/O error")  # type: ignore[assignment]
     writers = run_group(store, [])
     assert not any(writer.is_alive() for writer in writers)
     assert isinstance(writers[0].error, StorageError)  # its group could not go on
