@@ -9,6 +9,7 @@ per-thread connections, WAL with synchronous=FULL so a commit acknowledged with 
 from __future__ import annotations
 
 import functools
+import logging
 import secrets
 import sqlite3
 import threading
@@ -27,6 +28,12 @@ from scimd.schema import (
 
 SCHEMA_VERSION_KEY = "user_version"
 BUSY_TIMEOUT_MS = 10_000
+CHECKPOINT_INTERVAL_SECONDS = 0.1  # at most this often; only after commits
+# The writer's own automatic checkpoint, left as a safety net for when the checkpointer falls
+# behind or fails: ten times SQLite's default of 1,000 pages (~40 MiB of WAL).
+INLINE_CHECKPOINT_PAGES = 10_000
+
+log = logging.getLogger("scimd.store")
 
 # The attribute each type keeps case-folded in its own unique column, name_key.
 NAME_KEY_ATTRIBUTES = {"User": "userName", "Group": "displayName"}
@@ -313,6 +320,83 @@ class _Group:
     size: int = 0
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    changes_at_begin: int = 0  # the connection's total_changes when the transaction began
+
+
+class _Checkpointer:
+    """Copies committed pages from the WAL into the database file, on its own thread and
+    connection, so that no write waits for it.
+
+    SQLite runs its automatic checkpoint inside the COMMIT that takes the WAL past
+    wal_autocheckpoint pages: that write (and every write queued behind it) waits while ~1,000
+    pages are copied and the database file is fsynced. Measured in-process on POST /Users:
+    checkpoints were 40-50% of all COMMIT time, p99 of a COMMIT 15 ms instead of 2.4 ms.
+
+    PASSIVE never waits for readers or writers (https://sqlite.org/c3ref/wal_checkpoint_v2.html),
+    and checkpoints do not affect durability: a write is durable once its COMMIT has synced the
+    WAL (synchronous=FULL). The thread starts with the first commit, so read-only users of a
+    Store (admin commands) never start it.
+    """
+
+    def __init__(self, path: Path, interval: float = CHECKPOINT_INTERVAL_SECONDS) -> None:
+        self._path = path
+        self._interval = interval
+        self._pending = threading.Event()  # commits not yet checkpointed
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def committed(self) -> None:
+        """Called after each COMMIT; cheap when a checkpoint is already pending. Never raises."""
+        if self._pending.is_set() or self._stopping.is_set():
+            return
+        if self._thread is None:
+            self._start()
+        self._pending.set()
+
+    def stop(self) -> None:
+        """Finish the checkpoint in progress, if any, and end the thread."""
+        self._stopping.set()
+        self._pending.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None or self._stopping.is_set():
+                return
+            thread = threading.Thread(target=self._run, name="scimd-checkpoint", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError as exc:  # no thread to be had: the inline checkpoint still bounds the WAL
+                log.warning("cannot start the background WAL checkpoint: %s", exc)
+                self._stopping.set()
+                return
+            self._thread = thread
+
+    def _run(self) -> None:
+        conn = _connect(self._path)
+        try:
+            while True:
+                self._pending.wait()
+                if self._stopping.is_set():
+                    return
+                self._pending.clear()
+                self._checkpoint(conn)
+                # Commits arriving meanwhile wait for the next round: one checkpoint serves many.
+                if self._stopping.wait(self._interval):
+                    return
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int] | None:
+        """(busy, frames in the WAL, frames copied), or None when the checkpoint failed."""
+        try:
+            return tuple(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())  # type: ignore[return-value]
+        except sqlite3.Error as exc:  # the writer's inline checkpoint still bounds the WAL
+            log.warning("background WAL checkpoint failed: %s", exc)
+            return None
 
 
 class Store:
@@ -328,9 +412,11 @@ class Store:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
+        self._checkpointer = _Checkpointer(path)
         try:
             self._writer = _connect(path)
             self._writer.execute("PRAGMA journal_mode = WAL")
+            self._writer.execute(f"PRAGMA wal_autocheckpoint = {INLINE_CHECKPOINT_PAGES}")
             migrate(self._writer)
             self.cursor_key = self._setting("cursor_key", lambda: secrets.token_hex(32))
         except sqlite3.Error as exc:
@@ -407,7 +493,7 @@ class Store:
         group = self._group
         if group is None:
             self._writer.execute("BEGIN IMMEDIATE")
-            group = self._group = _Group(size=1)
+            group = self._group = _Group(size=1, changes_at_begin=self._writer.total_changes)
             return group, False
         group.size += 1
         self._writer.execute("SAVEPOINT write")
@@ -445,9 +531,11 @@ class Store:
             self._write_lock.release()
             group.done.wait()
             return
+        changed = False
         try:
             if group.error is None and open_transaction:
                 self._writer.execute("COMMIT")
+                changed = self._writer.total_changes != group.changes_at_begin
         except BaseException as exc:
             group.error = exc
         finally:
@@ -456,9 +544,12 @@ class Store:
             self._group = None
             group.done.set()
             self._write_lock.release()
+        if changed:
+            self._checkpointer.committed()  # after the answer is decided: it cannot fail a committed write
 
     def close(self) -> None:
         """Close every connection; the WAL is checkpointed by the last close."""
+        self._checkpointer.stop()
         with self._write_lock:
             self._closed = True
             if self._group is not None:  # its writers wait for a COMMIT that will not come

@@ -5,6 +5,8 @@ transactions, and what a database upgraded from version 1 serves over HTTP."""
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -277,3 +279,69 @@ def test_every_update_keeps_the_derived_columns_exact(tmp_path: Path) -> None:
             assert [r["id"] for r in found.json["Resources"]] == [rid]
     finally:
         store.close()
+
+
+# -- background checkpoints ----------------------------------------------------------------------
+
+
+def _record_checkpoints(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """(thread name, result) of every background checkpoint from now on."""
+    calls: list[tuple[str, Any]] = []
+    original = store_module._Checkpointer._checkpoint
+
+    def recording(conn: sqlite3.Connection) -> Any:
+        result = original(conn)
+        calls.append((threading.current_thread().name, result))
+        return result
+
+    monkeypatch.setattr(store_module._Checkpointer, "_checkpoint", staticmethod(recording))
+    return calls
+
+
+def _wait_for(condition: Any, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_commits_are_checkpointed_on_a_thread_of_their_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _record_checkpoints(monkeypatch)
+    store = Store(tmp_path / "scim.db")
+    try:
+        # The writer's own automatic checkpoint is only the safety net.
+        assert store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == store_module.INLINE_CHECKPOINT_PAGES
+        for n in range(20):
+            with store.write() as tx:
+                tx.insert(USER_TYPE, f"u-{n}", {"userName": f"user{n}"}, None)
+        assert _wait_for(lambda: calls and calls[-1][1][1] > 0)
+        name, (busy, frames, copied) = calls[-1]
+        assert name == "scimd-checkpoint"
+        assert (busy, copied) == (0, frames)  # every committed frame is back in the database file
+        assert store.view().get(USER_TYPE, "u-19") is not None
+    finally:
+        store.close()
+    assert not any(t.name == "scimd-checkpoint" for t in threading.enumerate())  # close() ended it
+
+
+def test_a_store_that_only_reads_starts_no_checkpoint_thread(tmp_path: Path) -> None:
+    Store(tmp_path / "scim.db").close()
+    store = Store(tmp_path / "scim.db")
+    try:
+        store.ping()
+        assert store.view().get(USER_TYPE, "nobody") is None
+        assert not any(t.name == "scimd-checkpoint" for t in threading.enumerate())
+    finally:
+        store.close()
+
+
+def test_a_failed_background_checkpoint_is_logged_and_writes_go_on(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    class Refusing:
+        def execute(self, sql: str) -> Any:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    assert store_module._Checkpointer._checkpoint(Refusing()) is None  # type: ignore[arg-type]
+    assert "background WAL checkpoint failed: disk I/O error" in caplog.text
