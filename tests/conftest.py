@@ -32,7 +32,16 @@ def pytest_report_header() -> str:
     return f"sqlite {sqlite3.sqlite_version}"
 
 
-class ScimClient(Client):
+class ServerClient(Client):
+    """werkzeug's test Client, closing each response once it has read it, as a WSGI server does
+    once it has sent one (PEP 3333): the Looking Glass records an exchange then."""
+
+    def open(self, *args: Any, **kwargs: Any) -> TestResponse:
+        kwargs.setdefault("buffered", True)
+        return super().open(*args, **kwargs)
+
+
+class ScimClient(ServerClient):
     """A test client that sends the token and SCIM JSON by default."""
 
     def open(self, *args: Any, **kwargs: Any) -> TestResponse:

@@ -19,7 +19,7 @@ from scimd import schema, trace
 from scimd.config import Config
 from scimd.lookingglass_http import LookingGlass
 from tests.conftest import TOKEN as TEST_TOKEN
-from tests.conftest import ScimClient, make_app, patch_body
+from tests.conftest import ScimClient, ServerClient, make_app, patch_body
 
 TOKEN = "lg-test-token-0123456789"
 SECRET = "hunter2-very-secret"
@@ -56,7 +56,7 @@ def stub_scim_app(environ: dict[str, Any], start_response: Any) -> Iterable[byte
 def make(**config: Any) -> tuple[LookingGlass, Client]:
     options = {k: config.pop(k) for k in ("max_streams", "keepalive", "stream_lifetime") if k in config}
     glass = LookingGlass(stub_scim_app, Config(api_tokens=(TOKEN,), **config), authorize, **options)
-    return glass, Client(glass)
+    return glass, ServerClient(glass)
 
 
 def events(client: Client, **params: Any) -> list[dict[str, Any]]:
@@ -541,7 +541,7 @@ def test_a_capture_failure_never_fails_the_request(caplog: pytest.LogCaptureFixt
         return [b"{}"]
 
     glass = LookingGlass(noting_app, Config(), authorize)
-    assert Client(glass).get("/scim/v2/Users").status_code == 200
+    assert ServerClient(glass).get("/scim/v2/Users").status_code == 200
     assert glass.ring is not None and glass.ring.last_seq == 0
     assert "could not record GET /scim/v2/Users" in caplog.text
 
@@ -574,7 +574,11 @@ def deliver(glass: LookingGlass, body: bytes, *, drop: tuple[str, ...] = (), **s
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         statuses.append(status)
 
-    reply = b"".join(glass(environ, start_response))
+    result = glass(environ, start_response)
+    try:
+        reply = b"".join(result)
+    finally:
+        getattr(result, "close", lambda: None)()  # as the server does once it has sent the reply
     assert statuses == ["200 OK"]
     return orjson.loads(reply)
 
@@ -601,6 +605,19 @@ def test_request_bodies_as_servers_deliver_them(body: bytes, drop: tuple[str, ..
     assert (deliver(glass, body, drop=drop, **set_)["echo"] is not None) == (kept is not None)  # what the app read
     [event] = events(client)
     assert event["request"]["body"] == kept
+
+
+def test_an_exchange_is_recorded_once_the_server_closes_the_response() -> None:
+    """After the client has its answer (waitress sends the body before it calls close()), and once."""
+    glass, client = make()
+    environ = EnvironBuilder(path="/scim/v2/Users/7", headers=AUTH).get_environ()
+    result = glass(environ, lambda status, headers, exc_info=None: None)
+    assert b"".join(result) == b'{"echo":null,"path":"/scim/v2/Users/7"}'
+    assert events(client) == []
+    result.close()
+    result.close()
+    [event] = [e for e in events(client) if e["path"] == "/scim/v2/Users/7"]
+    assert event["status"] == 200 and event["response"]["body"] == '{"echo":null,"path":"/scim/v2/Users/7"}'
 
 
 def test_disabled_captures_nothing_and_hides_every_route() -> None:
