@@ -139,7 +139,7 @@ class Directory:
             row = tx.insert(rtype, rid, draft.doc, secret)
             if rtype is GROUP_TYPE and draft.members:
                 tx.add_members(rid, self._checked_members(tx, rid, draft.members))
-            return self._outcome(tx, rtype, row, projection)
+            return self._outcome(tx, rtype, row, projection, _as_new(rtype, row, projection))
 
     def replace(self, rtype: ResourceType, rid: str, body: Any, precondition: Precondition | None,
                 projection: Projection | None, tx: Tx | None = None) -> Outcome:
@@ -256,6 +256,16 @@ class TxMembers:
         trace.note("leniency", text="loaded the whole member list to evaluate a members filter")
         group = self.tx.get(GROUP_TYPE, self.group_id, Related(edges=frozenset({GROUP_TYPE.name})))
         return group.edges if group is not None and group.edges is not None else []
+
+
+def _as_new(rtype: ResourceType, row: Row, projection: Projection | None) -> Row | None:
+    """What a read would return with a user just created without a manager, known without one:
+    no groups (`groups` is readOnly, RFC 7643 §4.1.2: a user joins groups only by their writes)
+    and no manager to name. None when only a read can tell (a group's members, a manager's name)."""
+    if rtype is not USER_TYPE or projection is None or _manager_id(row.doc) is not None:
+        return None
+    edges: list[MemberRef] | None = [] if related_for([(rtype, projection)]).edges else None
+    return replace(row, edges=edges, manager_display=None)
 
 
 def _manager_id(doc: dict[str, Any]) -> Any:

@@ -958,3 +958,29 @@ def test_a_user_write_answers_with_current_groups_and_manager(client: ScimClient
         assert answered[ENTERPRISE]["manager"]["value"] == people[manager]
         assert answered[ENTERPRISE]["manager"]["displayName"] == f"{manager.title()} Person"
     assert answered == get(client, report)  # the answer is what a GET now shows
+
+
+# A created user's answer is built without reading its groups (it can have none yet) unless it has
+# a manager to name: it must still be exactly what a GET shows, for every projection.
+CREATE_ANSWERS = [
+    ("no manager", {}, ""),
+    ("no manager, groups excluded", {}, "?excludedAttributes=groups"),
+    ("no manager, only groups asked", {}, "?attributes=groups"),
+    ("manager", {ENTERPRISE: {"manager": {"value": "@boss"}}}, ""),
+    ("manager, manager excluded", {ENTERPRISE: {"manager": {"value": "@boss"}}}, f"?excludedAttributes={ENTERPRISE}:manager"),
+]
+
+
+@pytest.mark.parametrize(("label", "extra", "query"), CREATE_ANSWERS, ids=[c[0] for c in CREATE_ANSWERS])
+def test_a_created_user_answers_with_what_a_get_shows(client: ScimClient, label: str, extra: dict[str, Any],
+                                                      query: str) -> None:
+    boss = user(client, "boss", displayName="Boss Person")["id"]
+    body = json.loads(json.dumps({"userName": "new", **extra}).replace("@boss", boss))
+    response = client.post(f"/scim/v2/Users{query}", json=body)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    fetched = client.get(f"{response.headers['Location']}{query}")
+    assert response.json == fetched.json
+    if extra:
+        assert ("manager" in response.json.get(ENTERPRISE, {})) == ("manager" not in query)
+        if "manager" not in query:
+            assert response.json[ENTERPRISE]["manager"]["displayName"] == "Boss Person"
