@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 import orjson
 
@@ -100,8 +100,7 @@ class PatchPath:
 Node = Compare | Present | And | Or | Not | ValuePath
 
 
-@dataclass(frozen=True, slots=True)
-class _Token:
+class _Token(NamedTuple):  # made per token: a frozen dataclass sets each field through object.__setattr__
     kind: str  # "(" ")" "[" "]" "." "string" "word" "end"
     text: str
     position: int
