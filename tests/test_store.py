@@ -313,6 +313,7 @@ def test_commits_are_checkpointed_on_a_thread_of_their_own(tmp_path: Path, monke
     try:
         # The writer's own automatic checkpoint is only the safety net.
         assert store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == store_module.INLINE_CHECKPOINT_PAGES
+        assert store._writer.execute("PRAGMA journal_size_limit").fetchone()[0] == store_module.WAL_SIZE_LIMIT_BYTES
         for n in range(20):
             with store.write() as tx:
                 tx.insert(USER_TYPE, f"u-{n}", {"userName": f"user{n}"}, None)
