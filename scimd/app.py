@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import time
@@ -22,8 +23,8 @@ from scimd.resource import Projection, parse_projection
 from scimd.schema import GROUP_TYPE, PUBLISHED_SCHEMAS, RESOURCE_TYPES, USER_TYPE, ResourceType
 from scimd.store import Store, StorageError
 from scimd.wsgi import (
-    Cors, Reply, Router, ScimRequest, empty_response, error_response, from_http_exception, internal_error, json_response,
-    log_access, request_id,
+    AfterResponse, Cors, Reply, Router, ScimRequest, empty_response, error_response, from_http_exception, internal_error,
+    json_response, log_access, request_id,
 )
 
 log = logging.getLogger("scimd")
@@ -91,8 +92,10 @@ class ScimApp:
         reply = self.respond(request, rid)
         reply.headers += [("X-Request-Id", rid), ("X-Content-Type-Options", "nosniff")]
         self.cors.decorate(request, reply)
-        log_access(request, reply.status, rid, started)
-        return reply(environ, start_response)
+        elapsed = time.perf_counter() - started
+        # Logged once the answer is out (AfterResponse): formatting a line is no part of answering.
+        return AfterResponse(reply(environ, start_response),
+                             functools.partial(log_access, request, reply.status, rid, elapsed))
 
     def respond(self, request: ScimRequest, rid: str) -> Reply:
         try:

@@ -11,7 +11,7 @@ import logging
 import re
 import secrets
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 from werkzeug import exceptions as http_errors
@@ -224,8 +224,30 @@ class Cors:
             reply.headers.append(("Vary", "Origin"))
 
 
-def log_access(request: Request, status: int, rid: str, started: float) -> None:
-    """One JSON line per request; never the Authorization header, never bodies."""
+class AfterResponse:
+    """A response body whose close() runs `then`: work that can wait until the client has its
+    answer. A WSGI server calls close() once it is done with the response (PEP 3333), and
+    waitress has sent a small body from the worker thread by then, so the client never waits for
+    `then`, and a client that sends its next request on the answer (as IdPs do) is not held up."""
+
+    __slots__ = ("_chunks", "_then")
+
+    def __init__(self, chunks: Iterable[bytes], then: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._then: Callable[[], None] | None = then
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._chunks)
+
+    def close(self) -> None:
+        then, self._then = self._then, None  # once, however often a server calls it
+        if then is not None:
+            then()
+
+
+def log_access(request: Request, status: int, rid: str, elapsed: float) -> None:
+    """One JSON line per request; never the Authorization header, never bodies. `elapsed` is the
+    seconds the app took to answer."""
     if not access_log.isEnabledFor(logging.INFO):
         return
     environ = request.environ
@@ -238,7 +260,7 @@ def log_access(request: Request, status: int, rid: str, started: float) -> None:
         "method": request.method,
         "path": request.path + (f"?{query}" if query else ""),
         "status": status,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "duration_ms": round(elapsed * 1000, 2),
         "client": environ.get("REMOTE_ADDR"),
         "user_agent": environ.get("HTTP_USER_AGENT", ""),
     }).decode())

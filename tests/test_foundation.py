@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 import orjson
 import pytest
+from werkzeug.test import EnvironBuilder
 
 from scimd import __version__
 from scimd.store import Store
@@ -384,6 +385,25 @@ def test_one_json_access_line_per_request(client: ScimClient, caplog: pytest.Log
     assert (lines[1]["status"], lines[2]["path"]) == (401, "/health")
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert TOKEN not in logged and "Bearer" not in logged and "hunter2" not in logged
+
+
+@pytest.mark.parametrize("looking_glass", ["true", "false"])
+def test_the_access_line_is_written_once_the_server_closes_the_response(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, looking_glass: str) -> None:
+    """After the client has its answer (waitress sends the body before it calls close()), once."""
+    caplog.set_level(logging.INFO, logger="scimd.access")
+    app, store = make_app(tmp_path, SCIM_LOOKING_GLASS=looking_glass)
+    try:
+        environ = EnvironBuilder(path="/health").get_environ()
+        result = app(environ, lambda status, headers, exc_info=None: None)
+        assert orjson.loads(b"".join(result))["status"] == "ok"
+        assert access_lines(caplog) == []
+        result.close()
+        result.close()
+        [line] = access_lines(caplog)
+        assert (line["path"], line["status"]) == ("/health", 200)
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize(("query", "logged"), [
