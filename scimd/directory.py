@@ -134,12 +134,13 @@ class Directory:
     def create(self, rtype: ResourceType, body: Any, projection: Projection | None, tx: Tx | None = None) -> Outcome:
         draft = _with_defaults(rtype, parse_resource(rtype, body))
         secret = passwords.hash_password(draft.password) if draft.password else None
+        rid = str(uuid.uuid4())  # before the write lock: reading the OS's randomness is a system call
         with self._writing(tx) as tx:
-            rid = str(uuid.uuid4())
             row = tx.insert(rtype, rid, draft.doc, secret)
             if rtype is GROUP_TYPE and draft.members:
                 tx.add_members(rid, self._checked_members(tx, rid, draft.members))
-            return self._outcome(tx, rtype, row, projection, _as_new(rtype, row, projection))
+            row = self._answered(tx, rtype, row, projection, _as_new(rtype, row, projection))
+        return self._outcome(rtype, row, projection)
 
     def replace(self, rtype: ResourceType, rid: str, body: Any, precondition: Precondition | None,
                 projection: Projection | None, tx: Tx | None = None) -> Outcome:
@@ -160,7 +161,8 @@ class Directory:
                 changed |= self._replace_members(tx, rid, draft.members or []) > 0
             if changed:
                 row = tx.update(rtype, row, draft.doc, secret)
-            return self._outcome(tx, rtype, row, projection, before)
+            row = self._answered(tx, rtype, row, projection, before)
+        return self._outcome(rtype, row, projection)
 
     def patch(self, rtype: ResourceType, rid: str, body: Any, precondition: Precondition | None,
               projection: Projection | None, tx: Tx | None = None) -> Outcome:
@@ -177,7 +179,8 @@ class Directory:
                 row = tx.update(rtype, row, result.doc, secret)
             elif changed:
                 row = tx.touch(row)
-            return self._outcome(tx, rtype, row, projection, before)
+            row = self._answered(tx, rtype, row, projection, before)
+        return self._outcome(rtype, row, projection)
 
     def delete(self, rtype: ResourceType, rid: str, precondition: Precondition | None, tx: Tx | None = None) -> None:
         with self._writing(tx) as tx:
@@ -198,18 +201,24 @@ class Directory:
             precondition.check(row)
         return row
 
-    def _outcome(self, tx: Tx, rtype: ResourceType, row: Row, projection: Projection | None,
-                 before: Row | None = None) -> Outcome:
-        url = location(self.base_url, rtype.name, row.id)
+    def _answered(self, tx: Tx, rtype: ResourceType, row: Row, projection: Projection | None,
+                  before: Row | None) -> Row:
+        """The written row with what its answer shows of others, as of this transaction."""
         if projection is None:
-            return Outcome(None, row.etag, url)
+            return row
         if before is not None and rtype is USER_TYPE and _manager_id(before.doc) == _manager_id(row.doc):
             # A write of a user cannot change the groups it is in, nor its manager's name unless
             # it changed its manager: what was read with the row before the write still holds,
             # and the answer needs no second statement (docs/benchmarks.md).
-            row = replace(row, edges=before.edges, manager_display=before.manager_display)
-        else:
-            row = tx.with_related(row, related_for([(rtype, projection)]))
+            return replace(row, edges=before.edges, manager_display=before.manager_display)
+        return tx.with_related(row, related_for([(rtype, projection)]))
+
+    def _outcome(self, rtype: ResourceType, row: Row, projection: Projection | None) -> Outcome:
+        """Rendered after the write block: rendering needs no transaction, and inside the block
+        every write queued for the write lock would wait for it."""
+        url = location(self.base_url, rtype.name, row.id)
+        if projection is None:
+            return Outcome(None, row.etag, url)
         return Outcome(self.present(rtype, [row], projection)[0], row.etag, url)
 
     def _checked_members(self, tx: Tx, group_id: str, members: Sequence[dict[str, Any]]) -> list[str]:
