@@ -50,18 +50,25 @@ class Writer(threading.Thread):
             self.error = exc
 
 
-def run_group(store: Store, events: list[str], inside_second: Callable[[], None] = lambda: None,
-              after_first: Callable[[], None] = lambda: None) -> list[Writer]:
-    """`first` holds the writer lock until `second` and `third` are queued behind it, then all run."""
+def start_first_writer(store: Store, events: list[str],
+                       after: Callable[[], None] = lambda: None) -> tuple[Writer, threading.Event]:
+    """`first`, started and holding the writer lock inside its write until the event is set."""
     release = threading.Event()
 
-    def hold_then(after: Callable[[], None]) -> None:
+    def hold_then_go_on() -> None:
         release.wait(10)
         after()
 
-    first = Writer(store, "first", events, inside=lambda: hold_then(after_first))
+    first = Writer(store, "first", events, inside=hold_then_go_on)
     first.start()
     wait_for(lambda: store._group is not None)
+    return first, release
+
+
+def run_group(store: Store, events: list[str], inside_second: Callable[[], None] = lambda: None,
+              after_first: Callable[[], None] = lambda: None) -> list[Writer]:
+    """`first` holds the writer lock until `second` and `third` are queued behind it, then all run."""
+    first, release = start_first_writer(store, events, after_first)
     others = [Writer(store, "second", events, inside_second), Writer(store, "third", events)]
     for writer in others:
         writer.start()
@@ -154,10 +161,7 @@ def test_a_failed_commit_fails_every_write_of_the_group_and_keeps_nothing(store:
 
 def test_closing_the_store_fails_the_writes_waiting_for_their_commit(store: Store, tmp_path: Path) -> None:
     events: list[str] = []
-    release = threading.Event()
-    first = Writer(store, "first", events, inside=lambda: release.wait(10))
-    first.start()
-    wait_for(lambda: store._group is not None)
+    first, release = start_first_writer(store, events)
     second = Writer(store, "second", events)
     second.start()
     wait_for(lambda: store._queued == 1)
@@ -208,10 +212,7 @@ def test_a_write_that_cannot_be_undone_alone_fails_its_whole_group(store: Store,
 
 def test_closing_the_store_fails_a_write_waiting_for_its_group_to_commit(store: Store, tmp_path: Path) -> None:
     events: list[str] = []
-    release = threading.Event()
-    first = Writer(store, "first", events, inside=lambda: release.wait(10))
-    first.start()
-    wait_for(lambda: store._group is not None)
+    first, release = start_first_writer(store, events)
     with store._queue_lock:
         store._queued += 1  # a writer about to queue: the first hands its transaction over and waits
     release.set()
