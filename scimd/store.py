@@ -379,7 +379,11 @@ class _Checkpointer:
             self._thread = thread
 
     def _run(self) -> None:
-        conn = _connect(self._path)
+        try:
+            conn = _connect(self._path)
+        except sqlite3.Error as exc:  # the writer's inline checkpoint still bounds the WAL
+            log.warning("cannot open a connection for background WAL checkpoints: %s", exc)
+            return
         try:
             while True:
                 self._pending.wait()

@@ -346,3 +346,23 @@ def test_a_failed_background_checkpoint_is_logged_and_writes_go_on(tmp_path: Pat
 
     assert store_module._Checkpointer._checkpoint(Refusing()) is None  # type: ignore[arg-type]
     assert "background WAL checkpoint failed: disk I/O error" in caplog.text
+
+
+def test_a_checkpointer_that_cannot_connect_is_logged_and_writes_go_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    Store(tmp_path / "scim.db").close()  # reopened, it writes nothing: no checkpointer started yet
+    store = Store(tmp_path / "scim.db")
+    store.ping()  # this thread's reader is open before connecting fails
+
+    def refuse(path: Path) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(store_module, "_connect", refuse)  # only the checkpointer connects from now on
+    try:
+        for n in range(3):
+            with store.write() as tx:
+                tx.insert(USER_TYPE, f"u-{n}", {"userName": f"user{n}"}, None)
+        assert _wait_for(lambda: "cannot open a connection for background WAL checkpoints" in caplog.text)
+        assert store.view().get(USER_TYPE, "u-2") is not None
+    finally:
+        store.close()
