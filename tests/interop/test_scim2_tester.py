@@ -16,7 +16,6 @@ from __future__ import annotations
 import json as jsonlib
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlencode
 from wsgiref.headers import Headers
