@@ -86,7 +86,10 @@ class Reply:
 
     def get(self, name: str) -> str | None:
         lowered = name.lower()
-        return next((value for key, value in self.headers if key.lower() == lowered), None)
+        for key, value in self.headers:  # a loop, not next() over a generator: a third of the cost
+            if key.lower() == lowered:
+                return value
+        return None
 
     def set(self, name: str, value: str) -> None:
         lowered = name.lower()
