@@ -59,8 +59,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from scimd.app import ScimApp
-    from scimd.lookingglass_http import LookingGlass
+    from scimd.app import ScimApp, with_looking_glass
     from scimd.server import serve
     from scimd.store import StorageError, Store
 
@@ -77,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"scimd: cannot open the data directory: {exc}", file=sys.stderr)
         return EXIT_FAILED
     scim = ScimApp(config, store)
-    app = LookingGlass(scim, config, scim.authorize)
+    app = with_looking_glass(scim, config)
     try:
         return serve(app, config, on_reload=scim.reload_tokens, on_stopping=app.shutdown, on_stop=store.close)
     finally:

@@ -13,7 +13,7 @@ from werkzeug import exceptions as http_errors
 from werkzeug.datastructures import ETags
 from werkzeug.routing import Map, Rule, Submount
 
-from scimd import __version__, discovery, errors, search
+from scimd import __version__, discovery, errors, search, trace
 from scimd.bulk import run_bulk
 from scimd.config import Config, read_token_file
 from scimd.directory import Directory, Outcome, Precondition
@@ -35,6 +35,10 @@ PUBLIC_ENDPOINTS = frozenset({"health", "service_provider_config", "resource_typ
                               "schema"})
 
 _TYPES_BY_SEGMENT = {"Users": USER_TYPE, "Groups": GROUP_TYPE}
+
+# Handed each exchange once its answer is out, when the Looking Glass captures:
+# (request, reply, request id, epoch time it began, seconds it took, protocol decisions noted).
+Observer = Callable[[ScimRequest, Reply, str, float, float, trace.Decisions], None]
 
 
 def _resource_rules(segment: str) -> list[Rule]:
@@ -82,6 +86,7 @@ class ScimApp:
         # Werkzeug's own cap is the larger of the two limits; scim_json() applies the one that fits the endpoint.
         self.request_class = type("Request", (ScimRequest,), {
             "max_content_length": max(config.max_body_bytes, config.bulk_max_payload)})
+        self.observer: Observer | None = None  # the Looking Glass's capture, set by create_app
 
     # -- WSGI ------------------------------------------------------------------------------
 
@@ -89,13 +94,38 @@ class ScimApp:
         request = self.request_class(environ)
         started = time.perf_counter()
         rid = request_id(environ)
-        reply = self.respond(request, rid)
+        if self.observer is None:
+            reply, decisions = self.respond(request, rid), None
+        else:
+            began = time.time()
+            reply, decisions = self._respond_recording(request, rid)
         reply.headers += [("X-Request-Id", rid), ("X-Content-Type-Options", "nosniff")]
         self.cors.decorate(request, reply)
         elapsed = time.perf_counter() - started
-        # Logged once the answer is out (AfterResponse): formatting a line is no part of answering.
-        return AfterResponse(reply(environ, start_response),
-                             functools.partial(log_access, request, reply.status, rid, elapsed))
+        # The access line and the Looking Glass's capture wait until the answer is out
+        # (AfterResponse): a client that sends its next request on the answer is not held up.
+        if decisions is None:
+            after = functools.partial(log_access, request, reply.status, rid, elapsed)
+        else:
+            after = functools.partial(self._observed, request, reply, rid, began, elapsed, decisions)
+        return AfterResponse(reply(environ, start_response), after)
+
+    def _respond_recording(self, request: ScimRequest, rid: str) -> tuple[Reply, trace.Decisions]:
+        """respond(), with the protocol decisions it notes collected for the Looking Glass. The
+        recorder is set directly, not through trace.recording(): see trace.recorder."""
+        decisions: trace.Decisions = []
+        recorder = trace.recorder
+        previous, recorder.decisions = recorder.decisions, decisions
+        try:
+            return self.respond(request, rid), decisions
+        finally:
+            recorder.decisions = previous
+
+    def _observed(self, request: ScimRequest, reply: Reply, rid: str, began: float, elapsed: float,
+                  decisions: trace.Decisions) -> None:
+        log_access(request, reply.status, rid, elapsed)
+        if self.observer is not None:
+            self.observer(request, reply, rid, began, elapsed, decisions)
 
     def respond(self, request: ScimRequest, rid: str) -> Reply:
         try:
@@ -267,7 +297,14 @@ def _written(outcome: Outcome, status: int, headers: dict[str, str] | None = Non
 
 
 def create_app(config: Config, store: Store) -> LookingGlass:
-    """The WSGI application to serve: the SCIM app inside the Looking Glass capture layer (which
-    passes everything through untouched when SCIM_LOOKING_GLASS=false)."""
-    scim = ScimApp(config, store)
-    return LookingGlass(scim, config, scim.authorize)
+    """The WSGI application to serve."""
+    return with_looking_glass(ScimApp(config, store), config)
+
+
+def with_looking_glass(scim: ScimApp, config: Config, **options: Any) -> LookingGlass:
+    """`scim` inside the Looking Glass, which serves /looking-glass and, when SCIM_LOOKING_GLASS
+    is on, is handed every exchange to record. `options`: LookingGlass's stream settings."""
+    glass = LookingGlass(scim, config, scim.authorize, **options)
+    if glass.ring is not None:
+        scim.observer = glass.record
+    return glass

@@ -378,8 +378,7 @@ def resource_of(path: str) -> str:
 
 # The strings of an exchange, in the order Event.meta holds them, one per line. The path comes
 # last: only it may hold a line feed (percent-decoded); header values and the rest cannot.
-_META = ("client_address", "user_agent", "method", "status", "request_type", "response_type", "request_id",
-         "path")
+_META = ("client_address", "user_agent", "method", "request_type", "response_type", "request_id", "path")
 
 
 @dataclass(slots=True)
@@ -390,13 +389,14 @@ class Event:
     detection and JSON rendering wait for the first reader (and are cached), so an unwatched
     server pays nothing for them. Build events with capture(), which redacts.
 
-    The exchange's eight strings are kept as one (`meta`, see _META): it is built anyway to search
+    The exchange's seven strings are kept as one (`meta`, see _META): it is built anyway to search
     them for a token at once, and every object an event keeps is freed cold, when the event is
     overwritten hundreds of requests later, by a request that pays for it.
     """
 
     started: float  # epoch seconds
     duration_ms: float
+    status: int
     meta: str
     query: str
     request: Body
@@ -406,27 +406,23 @@ class Event:
     _json: bytes | None = None
 
     @classmethod
-    def capture(cls, environ: Mapping[str, Any], status: str, headers: list[tuple[str, str]], started: float,
+    def capture(cls, environ: Mapping[str, Any], status: int, response_type: str, request_id: str, started: float,
                 elapsed: float, request_body: bytes, response_body: bytes, decisions: list[dict[str, Any]],
                 secrets: Secrets = NO_SECRETS) -> Event:
         """Redact one exchange: nothing un-redacted outlives this call.
 
         `environ` is the request's WSGI environ, of which only the CGI variables below are read
-        (never a header but User-Agent and Content-Type); `status` and `headers` are what the app
-        passed to start_response (the status line is parsed when read); `started` is the epoch
-        time it began and `elapsed` its duration in seconds.
+        (never a header but User-Agent and Content-Type); `status`, `response_type` and
+        `request_id` are the answer's; `started` is the epoch time it began and `elapsed` its
+        duration in seconds.
 
         Everything here runs on every request, where each bytecode shows in the cost: what is
         usually absent (a query, a request body, decisions, a token) is tested for inline.
         """
-        found = dict(headers)  # in the spelling scimd's app sends; any other: _find_headers
-        request_id, response_type = found.get("X-Request-Id"), found.get("Content-Type")
-        if request_id is None or response_type is None:
-            request_id, response_type = _find_headers(headers)
         path = environ.get("PATH_INFO", "")
         meta = (f"{environ.get('REMOTE_ADDR', '')}\n{environ.get('HTTP_USER_AGENT', '')}\n"
-                f"{environ.get('REQUEST_METHOD', '')}\n{status}\n{environ.get('CONTENT_TYPE', '')}\n"
-                f"{response_type}\n{request_id or ''}\n{path}")
+                f"{environ.get('REQUEST_METHOD', '')}\n{environ.get('CONTENT_TYPE', '')}\n"
+                f"{response_type}\n{request_id}\n{path}")
         for token in secrets.texts:  # any of them may come from the client
             if token in meta:
                 meta = secrets.scrub(meta)
@@ -434,8 +430,8 @@ class Event:
         query = environ.get("QUERY_STRING", "")
         # scimd's response may quote the request in an error's detail, or in a Bulk response, which
         # carries each failed operation's error inside a 200: see redact_body.
-        quotes_client = not status.startswith("2") or path.endswith("/Bulk")
-        return cls(started, elapsed * 1000, meta, redact_query(query, secrets) if query else query,
+        quotes_client = status >= 300 or path.endswith("/Bulk")
+        return cls(started, elapsed * 1000, status, meta, redact_query(query, secrets) if query else query,
                    redact_body(request_body, secrets) if request_body else NO_BODY,
                    redact_body(response_body, secrets, response=True, quotes_client=quotes_client),
                    redact_decisions(decisions, secrets) if decisions else NO_DECISIONS)
@@ -459,24 +455,13 @@ class Event:
                 "path": meta["path"],
                 "query": self.query,
                 "resource": resource_of(meta["path"]),
-                "status": _status_code(meta["status"]),
+                "status": self.status,
                 "durationMs": round(self.duration_ms, 3),
                 "request": {"contentType": meta["request_type"], **self.request.to_json()},
                 "response": {"contentType": meta["response_type"], **self.response.to_json()},
                 "decisions": orjson.Fragment(self.decisions),
             })
         return self._json
-
-
-def _find_headers(headers: list[tuple[str, str]]) -> tuple[str | None, str]:
-    """X-Request-Id and Content-Type among response headers, in any case."""
-    found = {name.lower(): value for name, value in headers}
-    return found.get("x-request-id"), found.get("content-type", "")
-
-
-def _status_code(status: str) -> int:
-    code = status.split(" ", 1)[0]
-    return int(code) if code.isascii() and code.isdigit() else 500  # a malformed line: the app's bug
 
 
 class EventRing:

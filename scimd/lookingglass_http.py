@@ -1,15 +1,15 @@
-"""The Looking Glass over HTTP: a WSGI middleware that captures /scim/v2 exchanges and serves
-/looking-glass (viewer, JSON API, Server-Sent Events).
+"""The Looking Glass over HTTP: a WSGI middleware that serves /looking-glass (viewer, JSON API,
+Server-Sent Events) and records the /scim/v2 exchanges the SCIM app hands it.
 
-Wiring: `LookingGlass(scim_app, config, authorize)` wraps the SCIM WSGI app; `authorize(environ)`
-is the SCIM app's own bearer-token check, so the viewer is exactly as protected as the API.
-With `config.looking_glass` false it captures nothing and answers 404 under /looking-glass,
-at the cost of two string comparisons per request.
+Wiring (app.create_app): `LookingGlass(scim_app, config, authorize)` wraps the SCIM WSGI app,
+and the SCIM app calls `record` (its observer) after each answer; `authorize(environ)` is the
+SCIM app's own bearer-token check, so the viewer is exactly as protected as the API. With
+`config.looking_glass` false it records nothing and answers 404 under /looking-glass, at the
+cost of two string comparisons per request.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -17,13 +17,13 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import orjson
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
-from werkzeug.wsgi import get_content_length
 
 from scimd import lookingglass as lg
 from scimd import trace
 from scimd.config import Config
-from scimd.wsgi import AfterResponse
+from scimd.wsgi import Reply
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -34,7 +34,6 @@ PREFIX = "/looking-glass"
 SCIM_PREFIX = "/scim/v2"
 _PREFIX_DIR = PREFIX + "/"  # concatenated once, not on every request
 _SCIM_DIR = SCIM_PREFIX + "/"
-_NO_STATUS = "500 Internal Server Error"  # the app raised before start_response
 MAX_STREAMS = 4  # waitress gives each open stream a worker thread; the rest must stay for SCIM
 KEEPALIVE = 15.0  # seconds between comments, so proxies and waitress's channel_timeout keep the stream
 STREAM_LIFETIME = 60.0  # then the stream ends and the client reconnects, handing the thread back
@@ -83,12 +82,6 @@ def _int_param(name: str, raw: str | None, default: int, low: int, high: int | N
     return int(raw)
 
 
-def _close(result: Iterable[bytes]) -> None:
-    close = getattr(result, "close", None)
-    if close is not None:
-        close()
-
-
 class _SseStream:
     """One Server-Sent Events response: events after `after`, keep-alive comments, then the end.
 
@@ -123,7 +116,7 @@ class _SseStream:
 
 
 class LookingGlass:
-    """WSGI middleware: capture /scim/v2 exchanges into a ring, serve /looking-glass."""
+    """WSGI middleware serving /looking-glass over a ring of the /scim/v2 exchanges it records."""
 
     def __init__(self, app: WSGIApplication, config: Config, authorize: Authorize, *,
                  max_streams: int = MAX_STREAMS, keepalive: float = KEEPALIVE,
@@ -154,8 +147,6 @@ class LookingGlass:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "")
-        if self.ring is not None and (path.startswith(_SCIM_DIR) or path == SCIM_PREFIX):
-            return self._capture(environ, start_response)
         if path.startswith(_PREFIX_DIR) or path == PREFIX:
             return self._serve(environ, start_response)
         return self.app(environ, start_response)
@@ -167,82 +158,41 @@ class LookingGlass:
 
     # -- capture ------------------------------------------------------------------------------
 
-    def _capture(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        # Runs on every SCIM request, where each bytecode shows in the cost: keep it lean.
-        started, clock = time.time(), time.perf_counter()
-        # Without either header a request has no body (RFC 9112 §6.3), so a GET as waitress hands
-        # it over (no Content-Length) costs no read; an empty Content-Length is werkzeug's 0.
-        has_body = environ.get("CONTENT_LENGTH") or "HTTP_TRANSFER_ENCODING" in environ
-        request_body = self._take_body(environ) if has_body else b""
-        status, headers = _NO_STATUS, []
+    def record(self, request: Request, reply: Reply, rid: str, started: float, elapsed: float,
+               decisions: trace.Decisions) -> None:
+        """The SCIM app's observer (app.Observer): keep one /scim/v2 exchange, redacted.
 
-        def observe(line: str, sent: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
-            nonlocal status, headers
-            status, headers = line, sent
-            return start_response(line, sent, exc_info)
-
-        body = b""
-        decisions: trace.Decisions = []
-        recorder = trace.recorder  # set directly: see there
-        previous = recorder.decisions
-        recorder.decisions = decisions
+        The app calls it once the answer is out, and hands over what it already has (the reply
+        object, the request id, its timing), so a capture costs no WSGI wrapper of its own.
+        `started` is the epoch time the exchange began and `elapsed` its duration in seconds.
+        """
+        environ = request.environ
+        path: str = environ.get("PATH_INFO", "")
+        if self.ring is None or not (path.startswith(_SCIM_DIR) or path == SCIM_PREFIX):
+            return
         try:
-            result = self.app(environ, observe)
-            try:
-                # Joined while recording: an app iterable that works lazily still reports its decisions.
-                body = b"".join(result)
-            except BaseException:
-                _close(result)
-                raise
-        except BaseException:
-            # The exchange that crashed is the one the operator wants to see: recorded now.
-            recorder.decisions = previous
-            self._record(environ, status, headers, started, time.perf_counter() - clock, request_body, body,
-                         decisions)
-            raise
-        recorder.decisions = previous
-        elapsed = time.perf_counter() - clock
-
-        def finish() -> None:
-            # After the client has its answer (wsgi.AfterResponse): the app's own after-response
-            # work, then the capture and its redaction. At 16 connections, capturing after the
-            # answer instead of before took GET's throughput cost from 9.3% to 4.9%.
-            try:
-                _close(result)
-            finally:
-                self._record(environ, status, headers, started, elapsed, request_body, body, decisions)
-
-        return AfterResponse((body,), finish)
-
-    def _record(self, environ: WSGIEnvironment, status: str, headers: list[tuple[str, str]], started: float,
-                elapsed: float, request_body: bytes, body: bytes, decisions: trace.Decisions) -> None:
-        try:
-            assert self.ring is not None  # _capture runs only with one
-            self.ring.append(lg.Event.capture(environ, status, headers, started, elapsed, request_body, body,
-                                              decisions, self._secrets))
+            sent = b"" if environ.get("REQUEST_METHOD") == "HEAD" else reply.body
+            self.ring.append(lg.Event.capture(environ, reply.status, reply.get("Content-Type") or "", rid, started,
+                                              elapsed, self._request_body(request), sent, decisions, self._secrets))
         except Exception:  # a diagnostic aid must never fail the provisioning request it watches
-            _log.exception("Looking Glass could not record %s %s",
-                           environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            _log.exception("Looking Glass could not record %s %s", environ.get("REQUEST_METHOD"), path)
 
-    def _take_body(self, environ: WSGIEnvironment) -> bytes:
-        """Read the request body once and hand the app a fresh stream over the same bytes."""
-        length = environ.get("CONTENT_LENGTH", "")
-        # werkzeug's get_content_length parses with a regex; a plain number needs no more than int()
-        # (unless the body is chunked, which makes werkzeug ignore a Content-Length).
-        plain = length.isascii() and length.isdigit() and "HTTP_TRANSFER_ENCODING" not in environ
-        declared = int(length) if plain else get_content_length(environ)
-        if declared is None:  # chunked, or no Content-Length but some other Transfer-Encoding
-            if not environ.get("wsgi.input_terminated"):
-                return b""  # a stream that may not end (WSGI before 1.0.1): nothing we may read
-            # One byte over the limit, so the app still sees (and refuses) an oversized body.
-            body: bytes = environ["wsgi.input"].read(self._max_body + 1)
-        elif declared == 0 or declared > self._max_body:
-            return b""  # no body, or one the app refuses on the header alone: reading it only costs memory
-        else:
-            body = environ["wsgi.input"].read(declared)  # what PEP 3333 lets an application read
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        return body
+    def _request_body(self, request: Request) -> bytes:
+        """What the client sent: the bytes the app read (werkzeug keeps them), or, for a request
+        answered without reading its body (a 401, a 415), read now that the answer is out.
+        Not one the app refused on its Content-Length alone: reading it would only cost memory."""
+        environ = request.environ
+        # Without either header a request has no body (RFC 9112 §6.3): a GET as waitress hands it
+        # over costs no look at werkzeug's stream.
+        if not environ.get("CONTENT_LENGTH") and "HTTP_TRANSFER_ENCODING" not in environ:
+            return b""
+        length = request.content_length  # None when chunked: then werkzeug reads a terminated stream only
+        if length is not None and not 0 < length <= self._max_body:
+            return b""
+        try:
+            return request.get_data(cache=True)
+        except HTTPException:  # a chunked body over the app's limit, or cut short by the client
+            return b""
 
     # -- serving ------------------------------------------------------------------------------
 

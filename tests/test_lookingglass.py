@@ -12,12 +12,14 @@ from typing import Any, Iterable, Iterator
 import orjson
 import pytest
 from werkzeug.test import Client, EnvironBuilder, TestResponse
-from werkzeug.wrappers import Request, Response
 
 from scimd import lookingglass as lg
 from scimd import schema, trace
+from scimd.app import ScimApp, with_looking_glass
 from scimd.config import Config
+from scimd.directory import Directory
 from scimd.lookingglass_http import LookingGlass
+from scimd.wsgi import Reply, ScimRequest
 from tests.conftest import TOKEN as TEST_TOKEN
 from tests.conftest import ScimClient, ServerClient, make_app, patch_body
 
@@ -27,35 +29,34 @@ R = lg.REDACTED
 SECRETS = lg.Secrets.of([TOKEN])
 
 
-def authorize(environ: dict[str, Any]) -> bool:
-    return environ.get("HTTP_AUTHORIZATION") == f"Bearer {TOKEN}"
-
-
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def stub_scim_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-    """Echoes the keys of the JSON it got (never its values: like scimd, it returns no secret in a
-    success), notes decisions like the core does, and crashes on request."""
-    request = Request(environ)
-    if request.path.endswith("/crash"):
-        raise RuntimeError("boom")
-    document = orjson.loads(request.get_data()) if request.get_data() else None
-    trace.note("leniency", text='coerced "False" to false')
-    if request.args.get("filter"):
-        trace.note("filter", tree=request.args["filter"], sql="SELECT id FROM users WHERE user_name = ?",
-                   params=["bjensen"])
-    if request.method == "PATCH" and document:
-        for op in document.get("Operations", []):
-            trace.note("patch", op=op.get("op"), path=op.get("path"), before="old", after=op.get("value"))
-    body = orjson.dumps({"echo": sorted(document) if isinstance(document, dict) else None, "path": request.path})
-    return Response(body, 200, mimetype="application/scim+json", headers={"X-Request-Id": "req-1"})(
-        environ, start_response)
+class StubScim(ScimApp):
+    """scimd's app plumbing (request ids, the after-answer hook the Looking Glass records from)
+    over one handler for every path: it echoes the keys of the JSON it got (never its values:
+    like scimd, it returns no secret in a success) and notes decisions like the core does."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config, store=None)  # type: ignore[arg-type]  # no handler here reads it
+
+    def respond(self, request: ScimRequest, rid: str) -> Reply:
+        document = orjson.loads(request.get_data()) if request.get_data() else None
+        trace.note("leniency", text='coerced "False" to false')
+        if request.args.get("filter"):
+            trace.note("filter", tree=request.args["filter"], sql="SELECT id FROM users WHERE user_name = ?",
+                       params=["bjensen"])
+        if request.method == "PATCH" and document:
+            for op in document.get("Operations", []):
+                trace.note("patch", op=op.get("op"), path=op.get("path"), before="old", after=op.get("value"))
+        body = orjson.dumps({"echo": sorted(document) if isinstance(document, dict) else None, "path": request.path})
+        return Reply(200, body, [("Content-Type", "application/scim+json")])
 
 
-def make(**config: Any) -> tuple[LookingGlass, Client]:
+def make(scim_class: type[StubScim] = StubScim, **config: Any) -> tuple[LookingGlass, Client]:
     options = {k: config.pop(k) for k in ("max_streams", "keepalive", "stream_lifetime") if k in config}
-    glass = LookingGlass(stub_scim_app, Config(api_tokens=(TOKEN,), **config), authorize, **options)
+    settings = Config(api_tokens=(TOKEN,), **config)
+    glass = with_looking_glass(scim_class(settings), settings, **options)
     return glass, ServerClient(glass)
 
 
@@ -310,7 +311,7 @@ def event(**overrides: Any) -> lg.Event:
     """Event.capture from named parts, each with a default."""
     f: dict[str, Any] = dict(
         started=1704067200.0, client_address="10.0.0.1", user_agent="Okta SCIM Client", method="PATCH",
-        path="/scim/v2/Users/1", query="", status="200 OK", duration_ms=1.23456, request_id="r1",
+        path="/scim/v2/Users/1", query="", status=200, duration_ms=1.23456, request_id="r1",
         request_type="application/scim+json", request_body=b'{"Operations":[]}',
         response_type="application/scim+json", response_body=b"{}", decisions=[{"kind": "leniency", "text": "x"}],
         secrets=lg.NO_SECRETS)
@@ -318,11 +319,9 @@ def event(**overrides: Any) -> lg.Event:
     environ = {"REMOTE_ADDR": f["client_address"], "HTTP_USER_AGENT": f["user_agent"], "REQUEST_METHOD": f["method"],
                "PATH_INFO": f["path"], "QUERY_STRING": f["query"], "CONTENT_TYPE": f["request_type"],
                "HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
-    headers = [("Content-Type", f["response_type"])]
-    if f["request_id"] is not None:
-        headers.append(("X-Request-Id", f["request_id"]))
-    return lg.Event.capture(environ, f["status"], headers, f["started"], f["duration_ms"] / 1000, f["request_body"],
-                            f["response_body"], f["decisions"], f["secrets"])
+    return lg.Event.capture(environ, f["status"], f["response_type"], f["request_id"], f["started"],
+                            f["duration_ms"] / 1000, f["request_body"], f["response_body"], f["decisions"],
+                            f["secrets"])
 
 
 def seqs(events: list[lg.Event]) -> list[int]:
@@ -413,7 +412,7 @@ def test_event_shape() -> None:
 def test_capture_redacts_every_field_and_snapshots_decisions() -> None:
     params = ["bjensen"]
     captured = event(user_agent=f"agent {TOKEN}", path=f"/scim/v2/Users/{TOKEN}", query=f"token={TOKEN}",
-                     status="400 Bad Request", request_body=orjson.dumps({"password": SECRET}),
+                     status=400, request_body=orjson.dumps({"password": SECRET}),
                      response_body=orjson.dumps({"password": SECRET}),
                      decisions=[{"kind": "filter", "tree": "x", "params": params}], secrets=SECRETS)
     params.append("changed later by the core")
@@ -428,15 +427,15 @@ def test_a_token_in_any_header_or_line_of_the_exchange_is_scrubbed() -> None:
     shown = orjson.loads(captured.to_json())
     assert TOKEN not in orjson.dumps(shown).decode()
     assert shown["requestId"] == f"id-{R}" and shown["path"] == f"/scim/v2/Users/{R}" and shown["method"] == R
-    assert orjson.loads(event(request_id=None, secrets=SECRETS).to_json())["requestId"] is None
+    assert orjson.loads(event(request_id="", secrets=SECRETS).to_json())["requestId"] is None
 
 
-def test_response_headers_in_any_spelling() -> None:
+def test_request_fields_absent_from_the_environ_show_empty() -> None:
     environ = {"PATH_INFO": "/scim/v2/Users", "REQUEST_METHOD": "GET"}
-    headers = [("content-type", "application/scim+json"), ("X-REQUEST-ID", "r9")]
-    shown = orjson.loads(lg.Event.capture(environ, "200 OK", headers, 0.0, 0.0, b"", b"{}", []).to_json())
+    shown = orjson.loads(lg.Event.capture(environ, 200, "application/scim+json", "r9", 0.0, 0.0, b"", b"{}",
+                                          []).to_json())
     assert shown["requestId"] == "r9" and shown["response"]["contentType"] == "application/scim+json"
-    assert shown["userAgent"] == "" and shown["request"]["contentType"] == ""  # absent from the environ
+    assert shown["userAgent"] == "" and shown["request"]["contentType"] == "" and shown["clientAddress"] == ""
 
 
 def test_a_line_feed_in_the_path_keeps_the_other_fields_in_place() -> None:
@@ -454,11 +453,10 @@ def test_response_is_searched_for_never_returned_names_in_canonical_case() -> No
 
 
 @pytest.mark.parametrize(("status", "path"), [
-    ("400 Bad Request", "/scim/v2/Users"), ("409 Conflict", "/scim/v2/Users/1"),
-    ("500 Internal Server Error", "/scim/v2"),
-    ("200 OK", "/scim/v2/Bulk"),  # each failed operation's error is inside the 200
+    (400, "/scim/v2/Users"), (409, "/scim/v2/Users/1"), (500, "/scim/v2"),
+    (200, "/scim/v2/Bulk"),  # each failed operation's error is inside the 200
 ])
-def test_responses_that_may_quote_the_request_are_searched_for_secret_names(status: str, path: str) -> None:
+def test_responses_that_may_quote_the_request_are_searched_for_secret_names(status: int, path: str) -> None:
     quoting = orjson.dumps({"detail": f"'{SECRET}' is not a valid value for 'password'"})
     assert SECRET not in event(status=status, path=path, response_body=quoting).to_json().decode()
 
@@ -466,10 +464,10 @@ def test_responses_that_may_quote_the_request_are_searched_for_secret_names(stat
 def test_a_successful_representation_is_searched_for_tokens_only() -> None:
     # scimd's projection never writes a returned:never attribute, so the name alone costs no search...
     named = orjson.dumps({"userName": "a", "displayName": "password reset desk"})
-    assert event(status="200 OK", response_body=named, secrets=SECRETS).response.data is named
+    assert event(status=200, response_body=named, secrets=SECRETS).response.data is named
     # ...but a token a client stored in any attribute comes back in every GET of it.
     stored = orjson.dumps({"userName": "a", "nickName": TOKEN, "title": f"escaped {TOKEN}\"/"})
-    text = event(status="201 Created", response_body=stored, secrets=SECRETS).to_json().decode()
+    text = event(status=201, response_body=stored, secrets=SECRETS).to_json().decode()
     assert TOKEN not in text and text.count(R) == 2
 
 
@@ -499,7 +497,8 @@ def test_capture_records_the_exchange_redacted() -> None:
     glass, client = make()
     user = {"userName": "bjensen", "password": SECRET}
     response = client.post("/scim/v2/Users?access_token=abc", json=user,
-                           headers={**AUTH, "User-Agent": "Okta SCIM Client 1.0.0", "X-Other": "kept-out"})
+                           headers={**AUTH, "User-Agent": "Okta SCIM Client 1.0.0", "X-Other": "kept-out",
+                                    "X-Request-Id": "req-1"})
     assert response.json["echo"] == sorted(user)  # the app still read the whole body
     [event] = events(client)
     assert event["seq"] == 1 and event["status"] == 200 and event["requestId"] == "req-1"
@@ -527,21 +526,15 @@ def test_capture_attaches_patch_and_filter_decisions() -> None:
     assert found["params"] == ["bjensen"] and "user_name = ?" in found["sql"]
 
 
-def test_unhandled_exception_is_recorded_and_propagates() -> None:
-    glass, client = make()
-    with pytest.raises(RuntimeError):
-        client.get("/scim/v2/crash", headers=AUTH)
-    assert glass.ring is not None and [e["status"] for e in events(client)] == [500]
+class NotingScim(StubScim):
+    def respond(self, request: ScimRequest, rid: str) -> Reply:
+        trace.note("odd", value=2**70)  # orjson cannot encode it
+        return Reply(200, b"{}", [("Content-Type", "application/scim+json")])
 
 
 def test_a_capture_failure_never_fails_the_request(caplog: pytest.LogCaptureFixture) -> None:
-    def noting_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        trace.note("odd", value=2**70)  # orjson cannot encode it
-        start_response("200 OK", [("Content-Type", "application/scim+json")])
-        return [b"{}"]
-
-    glass = LookingGlass(noting_app, Config(), authorize)
-    assert ServerClient(glass).get("/scim/v2/Users").status_code == 200
+    glass, client = make(NotingScim)
+    assert client.get("/scim/v2/Users").status_code == 200
     assert glass.ring is not None and glass.ring.last_seq == 0
     assert "could not record GET /scim/v2/Users" in caplog.text
 
@@ -802,6 +795,23 @@ def test_scimd_exchanges_never_store_a_secret_or_a_token(tmp_path: Path) -> None
     for stored in glass_events(app):
         text = orjson.dumps(stored).decode()
         assert SECRET not in text and token not in text, text
+    store.close()
+
+
+def test_a_crashing_handler_is_recorded_as_the_500_the_client_got(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exchange that crashed is the one the operator wants to see, without the internals."""
+    app, store = make_app(tmp_path, SCIM_LOOKING_GLASS="true")
+
+    def crash(*args: Any) -> None:
+        raise RuntimeError("boom: internals")
+
+    monkeypatch.setattr(Directory, "get", crash)
+    response = ScimClient(app).get("/scim/v2/Users/1")
+    [event] = glass_events(app)
+    assert response.status_code == event["status"] == 500
+    assert event["response"]["body"] == response.text and "boom" not in response.text
+    assert event["requestId"] == response.headers["X-Request-Id"]
     store.close()
 
 
