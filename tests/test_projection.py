@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
+from scimd.schema import USER_TYPE
 from scimd.store import Store
 from tests.conftest import ScimClient, patch_body
 
@@ -265,3 +266,31 @@ def test_user_groups_are_loaded_only_when_returned(app_and_store: tuple[Any, Sto
         store.reader().set_trace_callback(None)
     assert not any("FROM members" in s for s in skipped)
     assert any("FROM members" in s for s in statements[len(skipped):])
+
+
+@pytest.mark.parametrize("text", [
+    "excludedAttributes=nickName",  # one bjensen does not have: nothing of hers is removed
+    f"excludedAttributes={ENTERPRISE}:costCenter",
+    "attributes=userName,externalId,name,displayName,title,active,emails,groups,meta,"
+    f"{ENTERPRISE}:employeeNumber,{ENTERPRISE}:department,{ENTERPRISE}:manager",
+])
+def test_a_projection_that_removes_nothing_answers_what_the_default_does(client: ScimClient,
+                                                                        bjensen: dict[str, Any], text: str) -> None:
+    """The default projection answers the rendering as it is; these are built attribute by
+    attribute. Equal answers show the shortcut changes nothing."""
+    projected = client.get(f"/scim/v2/Users/{bjensen['id']}?{query(text)}").json
+    assert projected == bjensen
+
+
+def test_a_password_that_reached_a_stored_document_is_still_never_returned(
+        app_and_store: tuple[Any, Store], bjensen: dict[str, Any]) -> None:
+    """Passwords are stored apart from the document (hashed); should one ever be in it, the
+    projection still drops it (RFC 7643 §4.1.1: returned "never")."""
+    app, store = app_and_store
+    row = store.view().get(USER_TYPE, bjensen["id"])
+    assert row is not None
+    with store.write() as tx:
+        tx.update(USER_TYPE, row, {**row.doc, "password": "t1meMa$heen"}, row.secret)
+    for text in ("", "attributes=password", "excludedAttributes=title"):
+        answered = ScimClient(app).get(f"/scim/v2/Users/{bjensen['id']}?{query(text)}")
+        assert answered.status_code == 200 and "t1meMa$heen" not in answered.text and "password" not in answered.json
