@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from scimd import cursor, errors, passwords, trace
@@ -210,7 +210,7 @@ class Directory:
             # A write of a user cannot change the groups it is in, nor its manager's name unless
             # it changed its manager: what was read with the row before the write still holds,
             # and the answer needs no second statement (docs/benchmarks.md).
-            return replace(row, edges=before.edges, manager_display=before.manager_display)
+            return row.with_related(before.edges, before.manager_display)
         return tx.with_related(row, related_for([(rtype, projection)]))
 
     def _outcome(self, rtype: ResourceType, row: Row, projection: Projection | None) -> Outcome:
@@ -274,7 +274,7 @@ def _as_new(rtype: ResourceType, row: Row, projection: Projection | None) -> Row
     if rtype is not USER_TYPE or projection is None or _manager_id(row.doc) is not None:
         return None
     edges: list[MemberRef] | None = [] if related_for([(rtype, projection)]).edges else None
-    return replace(row, edges=edges, manager_display=None)
+    return row.with_related(edges, None)
 
 
 def _manager_id(doc: dict[str, Any]) -> Any:

@@ -103,7 +103,7 @@ def value_keys(path: Path) -> list[tuple[str, str, str]]:
 
 def written_keys(rtype: ResourceType, rid: str, doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     """The rows a write of this document would produce (Tx._index_values)."""
-    return [(a.key, key, rid) for a in INDEXED_ATTRIBUTES[rtype.name] for key in a.keys(doc)]
+    return [(attr, key, rid) for attr, key in store_module.value_keys(rtype, doc)]
 
 
 def test_version_3_database_is_upgraded_with_every_singular_string_backfilled(tmp_path: Path) -> None:
