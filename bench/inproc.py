@@ -21,7 +21,8 @@ from bench.load import Request, substitute
 from bench.seed import Manifest
 
 
-def _environ(request: Request, token: str, uniq: str) -> dict[str, Any]:
+def wsgi_environ(request: Request, token: str, uniq: str) -> dict[str, Any]:
+    """The environ a WSGI server would hand the app for `request`, with `uniq` for its @@UNIQ@@."""
     url = urlsplit(str(substitute(request.path, uniq)))
     body = substitute(request.body, uniq) if request.body else b""
     assert isinstance(body, bytes)
@@ -62,7 +63,7 @@ def looking_glass_cpu(data_dir: Path, manifest: Manifest, batch: int = 400, roun
                     environs = []
                     for k in range(batch):
                         serial += 1
-                        environs.append(_environ(requests[serial % len(requests)], token, f"cpu-{time.time_ns()}-{serial}"))
+                        environs.append(wsgi_environ(requests[serial % len(requests)], token, f"cpu-{time.time_ns()}-{serial}"))
                     app = apps[mode]
                     began = time.thread_time()
                     for environ in environs:

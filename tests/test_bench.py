@@ -76,3 +76,17 @@ def test_floor_app_reads_the_user_it_is_asked_for(tmp_path: Path) -> None:
         assert statuses == ["200 OK", "404 Not Found"] and body == [b"x" * 10]
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_bytecode_counts_cover_each_operation_and_what_capture_adds(tmp_path: Path) -> None:
+    out = tmp_path / "counts.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.bytecodes", "--users", "300", "--measured", "5", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    counts = json.loads(out.read_text())
+    assert list(counts) == ["get_user", "filter_username", "page_100", "post_user", "patch_user"]
+    for name, by_mode in counts.items():
+        assert 0 < by_mode["off"] < by_mode["on"], name  # recording an exchange is never free
+        assert f"| {name} | {by_mode['off']:,.0f} |" in proc.stdout
