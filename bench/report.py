@@ -68,8 +68,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         worst, worst is not None and worst <= 0.05,
         ", ".join(f"{k} {v:+.1%}" for k, v in diffs.items()) + ("; CPU per request in-process " + ", ".join(
             f"{k} +{v:.1%}" for k, v in costs.items()) if costs else "") if costs or diffs else "-",
-        "median of interleaved on/off runs, each mode on its own daemon; the CPU figure leaves out waitress's "
-        "own work per request, so it is the capture's share of scimd's code alone")
+        "median of interleaved on/off runs, each mode on its own daemon, a fresh pair of daemons per round; the "
+        "CPU figure leaves out waitress's own work per request, so it is the capture's share of scimd's code alone")
     shared = [r for r in results.get("operations") or [] if r["connections"] == MAIN_CONNECTIONS and r.get("vs_peer")]
     least = min(shared, key=lambda r: r["vs_peer"]) if shared else None
     add("scimd vs peer on every shared operation (16 connections)", ">= 3x", least["vs_peer"] if least else None,
