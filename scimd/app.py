@@ -86,7 +86,7 @@ class ScimApp:
         # Werkzeug's own cap is the larger of the two limits; scim_json() applies the one that fits the endpoint.
         self.request_class = type("Request", (ScimRequest,), {
             "max_content_length": max(config.max_body_bytes, config.bulk_max_payload)})
-        self.observer: Observer | None = None  # the Looking Glass's capture, set by create_app
+        self.observer: Observer | None = None  # the Looking Glass's capture, set by with_looking_glass
 
     # -- WSGI ------------------------------------------------------------------------------
 
@@ -103,7 +103,8 @@ class ScimApp:
         self.cors.decorate(request, reply)
         elapsed = time.perf_counter() - started
         # The access line and the Looking Glass's capture wait until the answer is out
-        # (AfterResponse): a client that sends its next request on the answer is not held up.
+        # (AfterResponse): waitress calls close() once it has sent the body, so the client has its
+        # answer first (waitress reads that connection's next request only after close(), though).
         if decisions is None:
             after = functools.partial(log_access, request, reply.status, rid, elapsed)
         else:
