@@ -94,7 +94,8 @@ class ScimApp:
         request = self.request_class(environ)
         started = time.perf_counter()
         rid = request_id(environ)
-        if self.observer is None:
+        observer = self.observer
+        if observer is None:
             reply, decisions = self.respond(request, rid), None
         else:
             began = time.time()
@@ -105,10 +106,10 @@ class ScimApp:
         # The access line and the Looking Glass's capture wait until the answer is out
         # (AfterResponse): waitress calls close() once it has sent the body, so the client has its
         # answer first (waitress reads that connection's next request only after close(), though).
-        if decisions is None:
+        if observer is None:
             after = functools.partial(log_access, request, reply.status, rid, elapsed)
         else:
-            after = functools.partial(self._observed, request, reply, rid, began, elapsed, decisions)
+            after = functools.partial(_observed, observer, request, reply, rid, began, elapsed, decisions)
         return AfterResponse(reply(environ, start_response), after)
 
     def _respond_recording(self, request: ScimRequest, rid: str) -> tuple[Reply, trace.Decisions]:
@@ -121,12 +122,6 @@ class ScimApp:
             return self.respond(request, rid), decisions
         finally:
             recorder.decisions = previous
-
-    def _observed(self, request: ScimRequest, reply: Reply, rid: str, began: float, elapsed: float,
-                  decisions: trace.Decisions) -> None:
-        log_access(request, reply.status, rid, elapsed)
-        if self.observer is not None:
-            self.observer(request, reply, rid, began, elapsed, decisions)
 
     def respond(self, request: ScimRequest, rid: str) -> Reply:
         try:
@@ -295,6 +290,12 @@ def _written(outcome: Outcome, status: int, headers: dict[str, str] | None = Non
     if outcome.resource is None:
         return empty_response(204, headers)
     return json_response(outcome.resource, status, headers=headers)
+
+
+def _observed(observer: Observer, request: ScimRequest, reply: Reply, rid: str, began: float, elapsed: float,
+              decisions: trace.Decisions) -> None:
+    log_access(request, reply.status, rid, elapsed)
+    observer(request, reply, rid, began, elapsed, decisions)
 
 
 def create_app(config: Config, store: Store) -> LookingGlass:

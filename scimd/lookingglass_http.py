@@ -1,9 +1,9 @@
 """The Looking Glass over HTTP: a WSGI middleware that serves /looking-glass (viewer, JSON API,
 Server-Sent Events) and records the /scim/v2 exchanges the SCIM app hands it.
 
-Wiring (app.create_app): `LookingGlass(scim_app, config, authorize)` wraps the SCIM WSGI app,
-and the SCIM app calls `record` (its observer) after each answer; `authorize(environ)` is the
-SCIM app's own bearer-token check, so the viewer is exactly as protected as the API. With
+Wiring (app.with_looking_glass): `LookingGlass(scim_app, config, authorize)` wraps the SCIM
+WSGI app, and the SCIM app calls `record` (its observer) after each answer; `authorize(environ)`
+is the SCIM app's own bearer-token check, so the viewer is exactly as protected as the API. With
 `config.looking_glass` false it records nothing and answers 404 under /looking-glass, at the
 cost of two string comparisons per request.
 """

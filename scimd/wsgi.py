@@ -231,7 +231,8 @@ class AfterResponse:
     """A response body whose close() runs `then`: work that can wait until the client has its
     answer. A WSGI server calls close() once it is done with the response (PEP 3333), and
     waitress has sent a small body from the worker thread by then, so the client never waits for
-    `then`, and a client that sends its next request on the answer (as IdPs do) is not held up."""
+    `then`. (waitress reads the connection's next request only after close(), so under load
+    `then` still costs that connection its time.)"""
 
     __slots__ = ("_chunks", "_then")
 

@@ -815,6 +815,36 @@ def test_a_crashing_handler_is_recorded_as_the_500_the_client_got(tmp_path: Path
     store.close()
 
 
+@pytest.mark.parametrize(("headers", "status"), [
+    ({"Authorization": "Bearer wrong-token"}, 401),  # refused before the body is read
+    ({"Content-Type": "text/plain"}, 415),  # refused on its type, unread
+])
+def test_a_body_the_app_refused_unread_is_still_recorded_redacted(tmp_path: Path, headers: dict[str, str],
+                                                                    status: int) -> None:
+    """What the IdP sent is what the operator needs to see when scimd said no: read after the
+    answer, and redacted like any other."""
+    app, store = make_app(tmp_path, SCIM_LOOKING_GLASS="true")
+    body = orjson.dumps({"schemas": [schema.USER_URN], "userName": "refused", "password": SECRET})
+    response = ScimClient(app).post("/scim/v2/Users", data=body,
+                                    headers={"Content-Type": "application/scim+json", **headers})
+    [event] = glass_events(app)
+    assert response.status_code == event["status"] == status
+    assert orjson.loads(event["request"]["body"]) == {"schemas": [schema.USER_URN], "userName": "refused",
+                                                      "password": R}
+    store.close()
+
+
+def test_head_is_recorded_without_the_body_it_did_not_send(tmp_path: Path) -> None:
+    app, store = make_app(tmp_path, SCIM_LOOKING_GLASS="true")
+    client = ScimClient(app)
+    created = client.post("/scim/v2/Users", json={"schemas": [schema.USER_URN], "userName": "head"}).json
+    response = client.head(f"/scim/v2/Users/{created['id']}")
+    head = glass_events(app)[-1]
+    assert response.status_code == head["status"] == 200 and response.data == b""
+    assert head["method"] == "HEAD" and head["response"]["body"] is None and head["response"]["size"] == 0
+    store.close()
+
+
 def glass_events(app: LookingGlass) -> list[dict[str, Any]]:
     assert app.ring is not None
     return [orjson.loads(e.to_json()) for e in app.ring.since(0, lg.MAX_LIMIT)]
