@@ -34,6 +34,7 @@ PREFIX = "/looking-glass"
 SCIM_PREFIX = "/scim/v2"
 _PREFIX_DIR = PREFIX + "/"  # concatenated once, not on every request
 _SCIM_DIR = SCIM_PREFIX + "/"
+_NO_LENGTH = frozenset(("", "0"))  # CONTENT_LENGTH values that announce no body
 MAX_STREAMS = 4  # waitress gives each open stream a worker thread; the rest must stay for SCIM
 KEEPALIVE = 15.0  # seconds between comments, so proxies and waitress's channel_timeout keep the stream
 STREAM_LIFETIME = 60.0  # then the stream ends and the client reconnects, handing the thread back
@@ -182,9 +183,9 @@ class LookingGlass:
         answered without reading its body (a 401, a 415), read now that the answer is out.
         Not one the app refused on its Content-Length alone: reading it would only cost memory."""
         environ = request.environ
-        # Without either header a request has no body (RFC 9112 §6.3): a GET as waitress hands it
-        # over costs no look at werkzeug's stream.
-        if not environ.get("CONTENT_LENGTH") and "HTTP_TRANSFER_ENCODING" not in environ:
+        # Without either header, or with a length of 0 (some clients send one on every GET), a
+        # request has no body (RFC 9112 §6.3): it costs no look at werkzeug's headers or stream.
+        if environ.get("CONTENT_LENGTH", "0") in _NO_LENGTH and "HTTP_TRANSFER_ENCODING" not in environ:
             return b""
         length = request.content_length  # None when chunked: then werkzeug reads a terminated stream only
         if length is not None and not 0 < length <= self._max_body:
