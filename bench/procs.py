@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,6 +21,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def copy_database(data_dir: Path, copy_dir: Path) -> None:
+    """A consistent copy of the database (SQLite's online backup), while its daemon may run."""
+    shutil.rmtree(copy_dir, ignore_errors=True)
+    copy_dir.mkdir(parents=True)
+    source, target = sqlite3.connect(data_dir / "scim.db"), sqlite3.connect(copy_dir / "scim.db")
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
 
 
 def get_status(port: int, path: str, token: str | None = None, timeout: float = 2.0) -> int | None:

@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
 MAIN_CONNECTIONS = 16
 MILLION = 1_000_000
+
+
+def _looking_glass_target(glass: dict[str, Any], add: Callable[..., None]) -> None:
+    """Judged by the instructions a served request executes when they were counted: that count is
+    deterministic, while the throughput difference on the shared VM spreads wider than the 5% it
+    is to resolve (docs/benchmarks.md, "Session 6"); the throughput difference is shown beside it."""
+    names = ("get_user", "post_user")
+    counted = glass.get("instructions") or {}
+    shares = {k: counted[k]["share"] for k in names if k in counted}
+    timed = {k: (glass[k]["difference"], glass[k].get("interval")) for k in names
+             if glass.get(k, {}).get("difference") is not None}
+    throughput = ", ".join(f"{k} {d:+.1%}" + (f" ± {i:.1%}" if i else "") for k, (d, i) in timed.items())
+    if shares:
+        worst: float | None = max(shares.values())
+        shown = "instructions " + ", ".join(f"{k} +{v:.1%}" for k, v in shares.items()) + (
+            f"; throughput {throughput}" if throughput else "")
+        note = ("judged by the instructions a served request executes, the whole daemon under valgrind, which "
+                "bound throughput once the CPU is saturated; beside it the throughput difference at 16 "
+                "connections, mean of fresh daemon pairs with its 95% interval")
+    else:
+        worst = max(d for d, _ in timed.values()) if timed else None
+        shown = f"throughput {throughput}" if throughput else "-"
+        note = "throughput at 16 connections, mean of fresh daemon pairs with its 95% interval (valgrind absent)"
+    add("Looking Glass on vs off, GET and POST", "<= 5%", worst, worst is not None and worst <= 0.05, shown, note)
 
 
 def _row(results: dict[str, Any], op: str, connections: int = MAIN_CONNECTIONS) -> dict[str, Any] | None:
@@ -59,17 +83,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     speedup = ((results.get("bulk") or {}).get("scimd") or {}).get("speedup")
     add("Bulk of 1,000 creates vs 1,000 POSTs", ">= 3x faster", speedup, speedup is not None and speedup >= 3,
         f"{speedup:.1f}x" if speedup else "-")
-    glass = results.get("looking_glass") or {}
-    cpu = glass.get("cpu") or {}
-    costs = {k: cpu[k]["overhead"] for k in ("get_user", "post_user") if k in cpu}
-    diffs = {k: glass[k]["difference"] for k in ("get_user", "post_user") if glass.get(k, {}).get("difference") is not None}
-    worst = max(diffs.values()) if diffs else None
-    add("Looking Glass on vs off, GET and POST: throughput at 16 connections (in-process CPU beside it)", "<= 5%",
-        worst, worst is not None and worst <= 0.05,
-        ", ".join(f"{k} {v:+.1%}" for k, v in diffs.items()) + ("; CPU per request in-process " + ", ".join(
-            f"{k} +{v:.1%}" for k, v in costs.items()) if costs else "") if costs or diffs else "-",
-        "median of interleaved on/off runs, each mode on its own daemon, a fresh pair of daemons per round; the "
-        "CPU figure leaves out waitress's own work per request, so it is the capture's share of scimd's code alone")
+    _looking_glass_target(results.get("looking_glass") or {}, add)
     shared = [r for r in results.get("operations") or [] if r["connections"] == MAIN_CONNECTIONS and r.get("vs_peer")]
     least = min(shared, key=lambda r: r["vs_peer"]) if shared else None
     add("scimd vs peer on every shared operation (16 connections)", ">= 3x", least["vs_peer"] if least else None,
@@ -163,8 +177,15 @@ def markdown(results: dict[str, Any]) -> str:
                          f"off {cpu[name]['off_us']:.0f} µs (+{cpu[name]['overhead']:.1%}).")
         if name in glass:
             g = glass[name]
+            interval = f" ± {g['interval']:.1%}" if g.get("interval") else ""
             lines.append(f"- Looking Glass, {name} at 16 connections: on {g['on_rps']:,.0f}/s, off {g['off_rps']:,.0f}/s "
-                         f"(off faster by {g['difference']:.1%}).")
+                         f"(medians); on slower by {g['difference']:.1%}{interval} (mean of {glass['daemon_pairs']} "
+                         "daemon pairs, 95%).")
+        counted = (glass.get("instructions") or {}).get(name)
+        if counted:
+            lines.append(f"- Looking Glass, {name}, instructions per served request (the whole daemon, valgrind): "
+                         f"on {counted['on']:,.0f}, off {counted['off']:,.0f}: capture is {counted['share']:.1%} "
+                         "of the work.")
     lines += ["", "### Targets", "", "| Target | Goal | Measured | Result |", "|---|---|---|---|"]
     for t in results.get("targets") or []:
         verdict = {True: "pass", False: "**miss**", None: "n/a"}[t["pass"]]

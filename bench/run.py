@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from bench import inproc, load, ops, procs, report
+from bench import inproc, instructions, load, ops, procs, report
 from bench.ceiling import SHAPE_PATH
 from bench.load import Request
 from bench.seed import Manifest, seed
@@ -100,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         results["looking_glass"]["cpu"] = inproc.looking_glass_cpu(
             data_dir, manifest, batch=100 if args.quick else 400, rounds=4 if args.quick else 8)
         say(f"bench: {results['looking_glass']['cpu']}")
+        if not args.quick and instructions.available():
+            say("bench: Looking Glass cost in instructions per served request, under valgrind (minutes)")
+            counted = work / "instructions"
+            try:
+                results["looking_glass"]["instructions"] = instructions.count(data_dir, manifest, counted)
+            finally:
+                shutil.rmtree(counted, ignore_errors=True)
+            say(f"bench: {results['looking_glass']['instructions']}")
     results["db_bytes_after"] = db_bytes(data_dir)
     results["machine"]["load_after"] = loadavg()
     results["elapsed_s"] = round(time.time() - started, 1)
@@ -408,7 +416,7 @@ def looking_glass(data_dir: Path, log_dir: Path, token: str, manifest: Manifest,
     runs: dict[str, dict[str, list[float]]] = {name: {"on": [], "off": []} for name in names}
     try:
         for mode, copy_dir in copies.items():
-            _copy_database(data_dir, copy_dir)  # a data directory serves one daemon at a time
+            procs.copy_database(data_dir, copy_dir)  # a data directory serves one daemon at a time
         for _ in range(rounds):
             _looking_glass_round(copies, log_dir, token, manifest, args, runs)
     finally:
@@ -416,11 +424,39 @@ def looking_glass(data_dir: Path, log_dir: Path, token: str, manifest: Manifest,
             shutil.rmtree(copy_dir, ignore_errors=True)
     out: dict[str, Any] = {"connections": 16, "daemon_pairs": rounds}
     for name, by_mode in runs.items():
-        on, off_rps = statistics.median(by_mode["on"]), statistics.median(by_mode["off"])
-        out[name] = {"on_rps": round(on, 1), "off_rps": round(off_rps, 1),
-                     "difference": round((off_rps - on) / off_rps, 3) if off_rps else None, "runs": by_mode}
-        say(f"bench: Looking Glass {name}: on {on:.1f}/s, off {off_rps:.1f}/s")
+        difference, interval = paired_difference(by_mode["on"], by_mode["off"], RUNS_PER_ROUND)
+        out[name] = {"on_rps": round(statistics.median(by_mode["on"]), 1),
+                     "off_rps": round(statistics.median(by_mode["off"]), 1),
+                     "difference": round(difference, 3), "interval": round(interval, 3) if interval else None,
+                     "runs": by_mode}
+        say(f"bench: Looking Glass {name}: on slower than off by {difference:.1%} (± {interval or 0:.1%})")
     return out
+
+
+def paired_difference(on: list[float], off: list[float], per_round: int) -> tuple[float, float | None]:
+    """How much slower capture on is than off, (1 - on/off) per round of one daemon pair, and the
+    half-width of its 95% interval (None from a single round).
+
+    Each round's pair is judged against itself, so what one pair of processes happens to be
+    (two identical daemons differ by up to 7.5% here) cancels out of its difference, and the
+    spread of the differences across rounds says how far their mean can be trusted."""
+    rounds = [1 - statistics.mean(on[i:i + per_round]) / statistics.mean(off[i:i + per_round])
+              for i in range(0, len(on), per_round)]
+    mean = statistics.mean(rounds)
+    if len(rounds) < 2:
+        return mean, None
+    t = _T95[len(rounds) - 2] if len(rounds) <= len(_T95) + 1 else 2.0
+    return mean, t * statistics.stdev(rounds) / len(rounds) ** 0.5
+
+
+# Student's t, two-sided 95%, by degrees of freedom 1-30: a handful of rounds is not a normal
+# sample. Beyond 30, 2.0 (t is 2.04 at 30, 2.00 at 60 and 1.96 in the limit).
+_T95 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13,
+        2.12, 2.11, 2.10, 2.09, 2.09, 2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05, 2.05, 2.04)
+
+
+_ABBA = ("on", "off", "off", "on")
+RUNS_PER_ROUND = _ABBA.count("on")
 
 
 def _looking_glass_round(copies: dict[str, Path], log_dir: Path, token: str, manifest: Manifest,
@@ -433,23 +469,12 @@ def _looking_glass_round(copies: dict[str, Path], log_dir: Path, token: str, man
                                         looking_glass=mode == "on").start()
         for name, by_mode in runs.items():
             requests = ops.requests_for(name, manifest, "/scim/v2")
-            for mode in ("on", "off", "off", "on"):
+            for mode in _ABBA:
                 by_mode[mode].append(_drive(daemons[mode], token, requests, 16, args, args.duration / 2)["rps"])
     finally:
         for daemon in daemons.values():
             daemon.stop()
 
-
-def _copy_database(data_dir: Path, copy_dir: Path) -> None:
-    """A consistent copy of the database (SQLite's online backup), while its daemon may run."""
-    shutil.rmtree(copy_dir, ignore_errors=True)
-    copy_dir.mkdir(parents=True)
-    source, target = sqlite3.connect(data_dir / "scim.db"), sqlite3.connect(copy_dir / "scim.db")
-    try:
-        source.backup(target)
-    finally:
-        source.close()
-        target.close()
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -90,3 +90,64 @@ def test_bytecode_counts_cover_each_operation_and_what_capture_adds(tmp_path: Pa
     for name, by_mode in counts.items():
         assert 0 < by_mode["off"] < by_mode["on"], name  # recording an exchange is never free
         assert f"| {name} | {by_mode['off']:,.0f} |" in proc.stdout
+
+
+@pytest.mark.parametrize(("on", "off", "difference", "interval"), [
+    # every round 10% slower with capture on: the mean says so, and rounds that agree leave no doubt
+    ([90, 90, 45, 45], [100, 100, 50, 50], 0.10, 0.0),
+    # identical runs: no difference
+    ([70, 70, 70, 70, 70, 70], [70, 70, 70, 70, 70, 70], 0.0, 0.0),
+    # a fast pair and a slow pair: each round is judged against itself (0% and 20%), and with two
+    # rounds that disagree, t(1) = 12.71 makes the interval wide: 12.71 * stdev 0.1414 / sqrt(2)
+    ([100, 100, 40, 40], [100, 100, 50, 50], 0.10, 1.271),
+])
+def test_paired_difference_judges_each_daemon_pair_against_itself(on: list[float], off: list[float],
+                                                                  difference: float, interval: float) -> None:
+    from bench.run import paired_difference
+
+    mean, half_width = paired_difference(on, off, per_round=2)
+    assert mean == pytest.approx(difference)
+    assert half_width == pytest.approx(interval, abs=1e-3)
+
+
+def test_paired_difference_of_one_round_has_no_interval() -> None:
+    from bench.run import paired_difference
+
+    assert paired_difference([95, 95], [100, 100], per_round=2) == (pytest.approx(0.05), None)
+
+
+def test_instruction_total_is_read_from_a_callgrind_dump(tmp_path: Path) -> None:
+    from bench.instructions import _total_instructions
+
+    dump = tmp_path / "callgrind.out.1"
+    dump.write_text("# callgrind format\nversion: 1\ncreator: callgrind-3.19.0\nevents: Ir\n"
+                    "fn=(1) main\n0 12\nsummary: 839477000\n\n\ntotals: 839477000\n")
+    assert _total_instructions(dump) == 839_477_000
+    dump.write_text("events: Ir\nfn=(1) main\n0 12\n")
+    with pytest.raises(RuntimeError):
+        _total_instructions(dump)
+
+
+def _looking_glass_verdict(glass: dict[str, object]) -> dict[str, object]:
+    from bench.report import targets
+
+    results = {"users": 100_000, "looking_glass": glass}
+    return next(t for t in targets(results) if t["target"].startswith("Looking Glass"))
+
+
+def test_looking_glass_target_is_judged_by_instructions_when_they_were_counted() -> None:
+    timed = {"get_user": {"difference": 0.08, "interval": 0.06}, "post_user": {"difference": -0.01, "interval": 0.05}}
+    counted = {"get_user": {"on": 839_000, "off": 810_000, "share": 0.035},
+               "post_user": {"on": 1_757_000, "off": 1_682_000, "share": 0.043}}
+    verdict = _looking_glass_verdict({**timed, "instructions": counted})
+    assert verdict["pass"] is True and verdict["value"] == 0.043
+    assert "get_user +8.0% ± 6.0%" in str(verdict["shown"])  # the throughput runs are shown beside it
+
+    too_costly = {**counted, "post_user": {**counted["post_user"], "share": 0.051}}
+    assert _looking_glass_verdict({**timed, "instructions": too_costly})["pass"] is False
+
+
+def test_looking_glass_target_without_valgrind_is_judged_by_throughput() -> None:
+    verdict = _looking_glass_verdict({"get_user": {"difference": 0.08, "interval": 0.06},
+                                      "post_user": {"difference": 0.01, "interval": 0.05}})
+    assert verdict["pass"] is False and verdict["value"] == 0.08
