@@ -6,7 +6,7 @@ scimd.server.build_server, the same waitress server, adjustments and thread coun
 daemon, so the ratio scimd/ceiling is the share of the HTTP stack's capacity that scimd's own
 work leaves: a property of the code, not of the machine.
 
-    python -m bench.ceiling --port 8081 --threads 8
+    python -m bench.ceiling --port 8081 --threads 16
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Ceiling:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ceiling")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=Config.threads)
     args = parser.parse_args()
     config = Config(host="127.0.0.1", port=args.port, threads=args.threads)
     server = build_server(Ceiling(), config)

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "default: seed --users into a temporary one")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--cpu-us", default="0,50,90,150", help="comma-separated microseconds of Python per request")
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=Config.threads)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--duration", type=float, default=2.5, help="seconds per run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved floor/ceiling rounds; medians kept")
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_parser.add_argument("--data", required=True)
         serve_parser.add_argument("--cpu-us", type=float, default=0.0)
         serve_parser.add_argument("--size", type=int, default=GET_BODY_BYTES)
-        serve_parser.add_argument("--threads", type=int, default=8)
+        serve_parser.add_argument("--threads", type=int, default=Config.threads)
         return serve(serve_parser.parse_args(argv[1:]))
     return compare(parser.parse_args(argv))
 

@@ -7,7 +7,7 @@ users, ids and groups as scimd, and served by the same waitress server, adjustme
 count as scimd (scimd.server.build_server) instead of its command's wsgiref server (one thread
 per request, HTTP/1.0), so the comparison is of the applications, not of the HTTP stacks.
 
-    python -m bench.peer --port 8082 --threads 8 --users 100000 --token T
+    python -m bench.peer --port 8082 --threads 16 --users 100000 --token T
 """
 
 from __future__ import annotations
@@ -74,15 +74,15 @@ def build(users: int, token: str, log: Any = print) -> tuple[Any, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.peer")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--users", type=int, required=True)
-    parser.add_argument("--token", required=True)
-    args = parser.parse_args()
     from scimd.config import Config
     from scimd.server import build_server
 
+    parser = argparse.ArgumentParser(prog="python -m bench.peer")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=Config.threads)
+    parser.add_argument("--users", type=int, required=True)
+    parser.add_argument("--token", required=True)
+    args = parser.parse_args()
     app, seconds = build(args.users, args.token, log=lambda text: print(text, file=sys.stderr, flush=True))
     print(f"peer seeded {args.users:,} users in {seconds:.1f} s", file=sys.stderr, flush=True)
     server = build_server(app, Config(host="127.0.0.1", port=args.port, threads=args.threads))

@@ -27,6 +27,7 @@ from bench import inproc, instructions, load, ops, procs, report
 from bench.ceiling import SHAPE_PATH
 from bench.load import Request
 from bench.seed import Manifest, seed
+from scimd.config import Config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SLOW_SECONDS = 0.25  # a peer request slower than this is measured in bursts, not timed runs
@@ -37,7 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=None, help="users to seed (default 100,000; 2,000 with --quick)")
     parser.add_argument("--quick", action="store_true", help="CI size: 2,000 users, 1 s runs, 16 connections, no warm-up")
-    parser.add_argument("--threads", type=int, default=8, help="SCIM_THREADS, and the same for ceiling and peer")
+    parser.add_argument("--threads", type=int, default=Config.threads,
+                        help=f"SCIM_THREADS, and the same for ceiling and peer (default {Config.threads}, scimd's)")
     parser.add_argument("--duration", type=float, default=None, help="seconds per measurement, split in 2 interleaved rounds (default 6; 1 with --quick)")
     parser.add_argument("--connections", default=None, help="comma-separated (default 1,16,64; 1,16 with --quick)")
     parser.add_argument("--peer-users", type=int, default=None, help="users seeded into the peer (default min(users, 100,000))")

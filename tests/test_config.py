@@ -40,7 +40,7 @@ VALID: list[tuple[str, str, str, Any]] = [
     ("SCIM_BULK_MAX_OPERATIONS", "10", "bulk_max_operations", 10),
     ("SCIM_BULK_MAX_PAYLOAD", "4096", "bulk_max_payload", 4096),
     ("SCIM_API_TOKEN", "  s3cret-token  ", "api_tokens", ("s3cret-token",)),
-    ("SCIM_THREADS", "", "threads", 8),
+    ("SCIM_THREADS", "", "threads", 16),
     ("SCIM_LOG_LEVEL", "   ", "log_level", "info"),
 ]
 
