@@ -3,9 +3,10 @@
 
 A served request's throughput, once the CPU is the bound, is the inverse of the CPU work it
 takes; a daemon that executes X% more instructions per request serves about X% fewer requests.
-Counting them is deterministic (repeated runs agree within ~1%), where time on the shared VM
-these benchmarks run on is not: two daemons with identical settings differ in throughput by up
-to 7.5%, more than the 5% the Looking Glass is allowed (docs/benchmarks.md, "Session 6").
+The count does not depend on what else the machine is doing (the capture's share of a GET came
+out at 3.5% and 3.7% in two runs), where time on the shared VM these benchmarks run on does: two
+daemons with identical settings differ in throughput by up to 7.5%, more than the 5% the
+Looking Glass is allowed (docs/benchmarks.md, "Session 6").
 
 Each mode gets its own daemon on its own copy of the database. One keep-alive connection sends
 `warm` requests (they fill the Looking Glass's ring, so the counted ones evict events, as on a
