@@ -4,6 +4,7 @@ the numbers belong in bench/results/ and docs/benchmarks.md, not in a pass/fail)
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,26 @@ def test_bytecode_counts_cover_each_operation_and_what_capture_adds(tmp_path: Pa
     for name, by_mode in counts.items():
         assert 0 < by_mode["off"] < by_mode["on"], name  # recording an exchange is never free
         assert f"| {name} | {by_mode['off']:,.0f} |" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("valgrind") or not shutil.which("callgrind_control"),
+                    reason="valgrind is not installed (.ci/run installs it)")
+def test_instruction_counts_of_the_whole_daemon_show_what_capture_adds(tmp_path: Path) -> None:
+    # 150 requests first: until each of the 16 worker threads has served one (and opened its SQLite
+    # connection) the counts of the two daemons differ by more than the capture adds.
+    out = tmp_path / "instructions.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.instructions", "--users", "300", "--ops", "get_user", "--warm", "150",
+         "--measured", "60", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    counts = json.loads(out.read_text())
+    assert list(counts) == ["get_user"]
+    get = counts["get_user"]
+    assert 100_000 < get["off"] < get["on"]  # a served GET is hundreds of thousands; recording is never free
+    assert get["share"] == pytest.approx((get["on"] - get["off"]) / get["on"])
+    assert f"| get_user | {get['off']:,.0f} | {get['on']:,.0f} |" in proc.stdout
 
 
 @pytest.mark.parametrize(("on", "off", "difference", "interval"), [
