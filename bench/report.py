@@ -20,17 +20,17 @@ def _looking_glass_target(glass: dict[str, Any], add: Callable[..., None]) -> No
     shares = {k: counted[k]["share"] for k in names if k in counted}
     timed = {k: (glass[k]["difference"], glass[k].get("interval")) for k in names
              if glass.get(k, {}).get("difference") is not None}
-    throughput = ", ".join(f"{k} {d:+.1%}" + (f" ± {i:.1%}" if i else "") for k, (d, i) in timed.items())
+    throughput = ", ".join(f"{k} {d:.1%}" + (f" ± {i:.1%}" if i else "") for k, (d, i) in timed.items())
     if shares:
         worst: float | None = max(shares.values())
-        shown = "instructions " + ", ".join(f"{k} +{v:.1%}" for k, v in shares.items()) + (
-            f"; throughput {throughput}" if throughput else "")
+        shown = "instructions added: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()) + (
+            f"; throughput lost: {throughput}" if throughput else "")
         note = ("judged by the instructions a served request executes, the whole daemon under valgrind, which "
                 "bound throughput once the CPU is saturated; beside it the throughput difference at 16 "
                 "connections, mean of fresh daemon pairs with its 95% interval")
     else:
         worst = max(d for d, _ in timed.values()) if timed else None
-        shown = f"throughput {throughput}" if throughput else "-"
+        shown = f"throughput lost: {throughput}" if throughput else "-"
         note = "throughput at 16 connections, mean of fresh daemon pairs with its 95% interval (valgrind absent)"
     add("Looking Glass on vs off, GET and POST", "<= 5%", worst, worst is not None and worst <= 0.05, shown, note)
 
@@ -177,10 +177,10 @@ def markdown(results: dict[str, Any]) -> str:
                          f"off {cpu[name]['off_us']:.0f} µs (+{cpu[name]['overhead']:.1%}).")
         if name in glass:
             g = glass[name]
-            interval = f" ± {g['interval']:.1%}" if g.get("interval") else ""
+            spread = (f" ± {g['interval']:.1%} (mean of {glass['daemon_pairs']} daemon pairs, 95%)"
+                      if g.get("interval") else " (one daemon pair)")
             lines.append(f"- Looking Glass, {name} at 16 connections: on {g['on_rps']:,.0f}/s, off {g['off_rps']:,.0f}/s "
-                         f"(medians); on slower by {g['difference']:.1%}{interval} (mean of {glass['daemon_pairs']} "
-                         "daemon pairs, 95%).")
+                         f"(medians); on slower by {g['difference']:.1%}{spread}.")
         counted = (glass.get("instructions") or {}).get(name)
         if counted:
             lines.append(f"- Looking Glass, {name}, instructions per served request (the whole daemon, valgrind): "

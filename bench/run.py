@@ -403,11 +403,21 @@ def bulk(scimd: procs.Server, peer: procs.Server | None, token: str, args: argpa
     return out
 
 
+# Student's t, two-sided 95%, by degrees of freedom 1-30: a handful of rounds is not a normal
+# sample. Beyond 30, 2.0 (t is 2.04 at 30, 2.00 at 60 and 1.96 in the limit).
+_T95 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13,
+        2.12, 2.11, 2.10, 2.09, 2.09, 2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05, 2.05, 2.04)
+
+_ABBA = ("on", "off", "off", "on")
+RUNS_PER_ROUND = _ABBA.count("on")
+
+
 def looking_glass(data_dir: Path, log_dir: Path, token: str, manifest: Manifest,
                   args: argparse.Namespace) -> dict[str, Any]:
     """The same GET and POST at 16 connections with SCIM_LOOKING_GLASS true and false: two daemons
     on two identical copies of the data (so neither has the main daemon's warm state or its
-    database grown by the benchmark's writes), runs in ABBA order, medians.
+    database grown by the benchmark's writes), runs in ABBA order; the difference is the mean of
+    each round's, with its 95% interval (paired_difference).
 
     A fresh pair of daemons for each of eight rounds: on this VM two daemons with identical
     settings differ by up to 7.5% (docs/benchmarks.md, "Session 5"), so one pair for the whole
@@ -449,16 +459,6 @@ def paired_difference(on: list[float], off: list[float], per_round: int) -> tupl
         return mean, None
     t = _T95[len(rounds) - 2] if len(rounds) <= len(_T95) + 1 else 2.0
     return mean, t * statistics.stdev(rounds) / len(rounds) ** 0.5
-
-
-# Student's t, two-sided 95%, by degrees of freedom 1-30: a handful of rounds is not a normal
-# sample. Beyond 30, 2.0 (t is 2.04 at 30, 2.00 at 60 and 1.96 in the limit).
-_T95 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13,
-        2.12, 2.11, 2.10, 2.09, 2.09, 2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05, 2.05, 2.04)
-
-
-_ABBA = ("on", "off", "off", "on")
-RUNS_PER_ROUND = _ABBA.count("on")
 
 
 def _looking_glass_round(copies: dict[str, Path], log_dir: Path, token: str, manifest: Manifest,

@@ -162,7 +162,7 @@ def test_looking_glass_target_is_judged_by_instructions_when_they_were_counted()
                "post_user": {"on": 1_757_000, "off": 1_682_000, "share": 0.043}}
     verdict = _looking_glass_verdict({**timed, "instructions": counted})
     assert verdict["pass"] is True and verdict["value"] == 0.043
-    assert "get_user +8.0% ± 6.0%" in str(verdict["shown"])  # the throughput runs are shown beside it
+    assert "throughput lost: get_user 8.0% ± 6.0%" in str(verdict["shown"])  # shown beside the count
 
     too_costly = {**counted, "post_user": {**counted["post_user"], "share": 0.051}}
     assert _looking_glass_verdict({**timed, "instructions": too_costly})["pass"] is False
