@@ -28,9 +28,9 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from bench import ops
+from bench import ops, report
 from bench.inproc import wsgi_environ
-from bench.seed import Manifest, seed
+from bench.seed import Manifest, existing_or_seeded
 from scimd.app import create_app
 from scimd.config import load
 from scimd.store import Store
@@ -89,13 +89,6 @@ def _call(app: Callable[..., Any], environ: dict[str, Any]) -> None:
         raise RuntimeError(f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']} answered {statuses[0]}")
 
 
-def table(counts: dict[str, dict[str, float]]) -> str:
-    lines = ["| operation | capture off | capture on | capture's share |", "|---|---:|---:|---:|"]
-    for name, by_mode in counts.items():
-        off, on = by_mode["off"], by_mode["on"]
-        lines.append(f"| {name} | {off:,.0f} | {on:,.0f} | {(on - off) / on:.1%} |")
-    return "\n".join(lines)
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bytecodes", description=__doc__.split("\n\n")[0])
@@ -107,11 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the counts here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="scimd-bytecodes-") as scratch:
-        data = Path(args.data) if args.data else Path(scratch) / "data"
-        manifest = Manifest.load(data) if args.data else seed(data, args.users, log=lambda *_: None)
+        data, manifest = existing_or_seeded(args.data, Path(scratch), args.users)
         counts = count(data, manifest, args.ops.split(","), args.measured)
     print(f"Python bytecodes per request, {manifest.users:,} seeded users, {args.measured} requests each:\n")
-    print(table(counts))
+    print(report.capture_table(counts))
     if args.json:
         Path(args.json).write_text(orjson.dumps(counts, option=orjson.OPT_INDENT_2).decode())
     return 0

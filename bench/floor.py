@@ -29,7 +29,7 @@ import orjson
 from bench import load, ops, procs
 from bench.ceiling import SHAPE_PATH
 from bench.load import Request
-from bench.seed import Manifest, seed
+from bench.seed import existing_or_seeded
 from scimd.config import Config
 from scimd.schema import USER_TYPE
 from scimd.server import build_server
@@ -82,8 +82,7 @@ def serve(args: argparse.Namespace) -> int:
 def compare(args: argparse.Namespace) -> int:
     """For each --cpu-us: the floor against the ceiling, rounds interleaved; a Markdown table."""
     with tempfile.TemporaryDirectory(prefix="scimd-floor-") as scratch:
-        data = Path(args.data) if args.data else Path(scratch) / "data"
-        manifest = Manifest.load(data) if args.data else seed(data, args.users, log=lambda *_: None)
+        data, manifest = existing_or_seeded(args.data, Path(scratch), args.users)
         logs = Path(scratch)
         requests = ops.requests_for("get_user", manifest, "/scim/v2")
         ceiling = procs.ceiling(logs, args.threads).start()

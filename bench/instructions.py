@@ -33,8 +33,8 @@ from typing import Iterable
 
 import orjson
 
-from bench import load, ops, procs
-from bench.seed import Manifest, seed
+from bench import load, ops, procs, report
+from bench.seed import Manifest, existing_or_seeded
 
 OPERATIONS = ("get_user", "post_user")
 TOKEN = "instructions-token"
@@ -126,12 +126,6 @@ def _total_instructions(dump: Path) -> int:
     raise RuntimeError(f"no instruction total in {dump}")
 
 
-def table(counts: dict[str, dict[str, float]]) -> str:
-    lines = ["| operation | capture off | capture on | capture's share |", "|---|---:|---:|---:|"]
-    for name, by_mode in counts.items():
-        lines.append(f"| {name} | {by_mode['off']:,.0f} | {by_mode['on']:,.0f} | {by_mode['share']:.1%} |")
-    return "\n".join(lines)
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n\n")[0])
@@ -148,11 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with tempfile.TemporaryDirectory(prefix="scimd-instructions-") as scratch:
         work = Path(scratch)
-        data = Path(args.data) if args.data else work / "seeded"
-        manifest = Manifest.load(data) if args.data else seed(data, args.users, log=lambda *_: None)
+        data, manifest = existing_or_seeded(args.data, work, args.users)
         counts = count(data, manifest, work, args.ops.split(","), args.warm, args.measured)
     print(f"Instructions per served request, {manifest.users:,} seeded users, {args.measured} requests each:\n")
-    print(table(counts))
+    print(report.capture_table(counts))
     if args.json:
         Path(args.json).write_text(orjson.dumps(counts, option=orjson.OPT_INDENT_2).decode())
     return 0

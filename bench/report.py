@@ -11,6 +11,15 @@ MAIN_CONNECTIONS = 16
 MILLION = 1_000_000
 
 
+def capture_table(counts: dict[str, dict[str, float]]) -> str:
+    """A Markdown table of per-request counts ({operation: {"off": n, "on": n}}), capture off and on."""
+    lines = ["| operation | capture off | capture on | capture's share |", "|---|---:|---:|---:|"]
+    for name, by_mode in counts.items():
+        off, on = by_mode["off"], by_mode["on"]
+        lines.append(f"| {name} | {off:,.0f} | {on:,.0f} | {(on - off) / on:.1%} |")
+    return "\n".join(lines)
+
+
 def _looking_glass_target(glass: dict[str, Any], add: Callable[..., None]) -> None:
     """Judged by the instructions a served request executes when they were counted: that count is
     deterministic, while the throughput difference on the shared VM spreads wider than the 5% it

@@ -182,6 +182,14 @@ def seed(data_dir: Path, users: int, log: Any = print) -> Manifest:
     return manifest
 
 
+def existing_or_seeded(data: str | None, scratch: Path, users: int) -> tuple[Path, Manifest]:
+    """The tools' --data: a directory a full run seeded (and kept with --reuse), or else `users`
+    seeded quietly into `scratch`."""
+    if data:
+        return Path(data), Manifest.load(Path(data))
+    return scratch / "data", seed(scratch / "data", users, log=lambda *_: None)
+
+
 def _check_doc(body: dict[str, Any]) -> None:
     parsed = parse_resource(USER_TYPE, body).doc
     if parsed != user_doc(body):
