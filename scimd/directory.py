@@ -184,8 +184,8 @@ class Directory:
 
     def delete(self, rtype: ResourceType, rid: str, precondition: Precondition | None, tx: Tx | None = None) -> None:
         with self._writing(tx) as tx:
-            self._current(tx, rtype, rid, precondition)
-            tx.delete(rid)  # the groups it leaves (and members it had) get new versions there
+            row = self._current(tx, rtype, rid, precondition)
+            tx.delete(rtype, row)  # the groups it leaves (and members it had) get new versions there
 
     # -- helpers ---------------------------------------------------------------------------
 

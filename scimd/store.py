@@ -16,7 +16,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 
@@ -80,19 +80,6 @@ class IndexedAttribute:
         None for the document itself."""
         return self.schema.id if self.extension else None
 
-    def keys_of(self, value: Any) -> set[str]:
-        """The keys of this attribute's string values, given its value in a document: those of each
-        element for a multi-valued one. A value of another type never matches a string comparison
-        (scimd/match.py)."""
-        if self.sub is not None:
-            elements = value if self.attr.multi_valued and isinstance(value, list) else [value]
-            values = [element.get(self.sub.name) for element in elements if isinstance(element, dict)]
-        else:
-            values = [value]
-        if self.leaf.case_exact:
-            return {value for value in values if isinstance(value, str)}
-        return {fold_case(value) for value in values if isinstance(value, str)}
-
 
 def _stored_strings(rtype: ResourceType, schema: Schema) -> Iterator[tuple[Attribute, Attribute | None]]:
     """The singular string attributes of `schema` a document stores, as (attribute, sub-attribute):
@@ -133,11 +120,35 @@ INDEXED_ATTRIBUTES: dict[str, tuple[IndexedAttribute, ...]] = {
     rtype.name: _indexed_attributes(rtype) for rtype in RESOURCE_TYPES.values()}
 
 
-# Per type: (value_keys.attr, holder_id, attribute name, the attribute), computed once, so finding
-# a document's keys reads plain tuples: IndexedAttribute.key builds its string per call.
-_KEY_SOURCES: dict[str, tuple[tuple[str, str | None, str, IndexedAttribute], ...]] = {
-    name: tuple((indexed.key, indexed.holder_id, indexed.attr.name, indexed) for indexed in attributes)
-    for name, attributes in INDEXED_ATTRIBUTES.items()}
+@dataclass(frozen=True, slots=True)
+class _KeyedAttribute:
+    """How to read one attribute's keys from its value in a document: its own (`direct`, a
+    singular string) or its elements' sub-attributes (`subs`: value_keys.attr, sub-attribute
+    name, caseExact)."""
+
+    direct: tuple[str, bool] | None  # (value_keys.attr, caseExact)
+    multi_valued: bool
+    subs: tuple[tuple[str, str, bool], ...]
+
+
+def _key_plan(attributes: tuple[IndexedAttribute, ...]) -> tuple[tuple[str | None, dict[str, _KeyedAttribute]], ...]:
+    """Per holder (None: the document; else an extension's URN), attribute name -> how to read its
+    keys. value_keys walks a document's own keys through it: a User has ~25 indexed attributes,
+    a document holds a handful of them."""
+    holders: dict[str | None, dict[str, _KeyedAttribute]] = {}
+    for indexed in attributes:
+        plans = holders.setdefault(indexed.holder_id, {})
+        plan = plans.get(indexed.attr.name, _KeyedAttribute(None, indexed.attr.multi_valued, ()))
+        if indexed.sub is None:
+            plan = _KeyedAttribute((indexed.key, indexed.attr.case_exact), plan.multi_valued, plan.subs)
+        else:
+            sub = (indexed.key, indexed.sub.name, indexed.sub.case_exact)
+            plan = _KeyedAttribute(plan.direct, plan.multi_valued, (*plan.subs, sub))
+        plans[indexed.attr.name] = plan
+    return tuple(holders.items())
+
+
+_KEY_PLANS = {name: _key_plan(attributes) for name, attributes in INDEXED_ATTRIBUTES.items()}
 
 
 def _backfill_singular_values(rtype: ResourceType) -> str:
@@ -158,8 +169,29 @@ def _backfill_singular_values(rtype: ResourceType) -> str:
         WHERE r.type = '{rtype.name}' AND v.type = 'text'
         ORDER BY 1, 2, 3"""
 
-# Each migration is applied in one transaction together with its PRAGMA user_version bump.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+def _drop_value_keys_foreign_key(conn: sqlite3.Connection) -> None:
+    """value_keys without `REFERENCES resources (id) ON DELETE CASCADE`, by the procedure SQLite
+    documents for removing a FOREIGN KEY constraint (lang_altertable.html, "Making Other Kinds Of
+    Table Schema Changes"): the constraint is not part of the stored rows, so the table's
+    definition is rewritten in place instead of copying every row (14 s and a 500 MB WAL at
+    100,000 users). The schema version moves so that every other connection re-reads it."""
+    version = conn.execute("PRAGMA schema_version").fetchone()[0]
+    (definition,) = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'value_keys'").fetchone()
+    without = definition.replace(" REFERENCES resources (id) ON DELETE CASCADE", "")
+    if without == definition:
+        raise StorageError("value_keys: its foreign key is not where this migration expects it")
+    conn.execute("PRAGMA writable_schema = ON")
+    try:
+        conn.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = 'value_keys'", (without,))
+        conn.execute(f"PRAGMA schema_version = {version + 1}")
+    finally:
+        conn.execute("PRAGMA writable_schema = OFF")
+
+
+# Each migration is applied in one transaction together with its PRAGMA user_version bump. A step
+# is a statement, or a function of the connection for what one statement cannot say.
+MigrationStep = str | Callable[[sqlite3.Connection], None]
+MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     (
         """CREATE TABLE resources (
             id TEXT PRIMARY KEY,
@@ -218,6 +250,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         *(_backfill_singular_values(rtype) for rtype in RESOURCE_TYPES.values()
           if any(not a.attr.multi_valued for a in INDEXED_ATTRIBUTES[rtype.name])),
         "CREATE INDEX value_keys_by_resource ON value_keys (resource_id)",
+    ),
+    (
+        # A write inserts one index entry per key: value_keys_by_resource doubled them, and with
+        # the foreign key's check of the parent row made a POST's keys cost twice what they do
+        # without (POST +7.0% +- 3.3% at 16 connections, docs/benchmarks.md "Session 7"). They
+        # served only ON DELETE CASCADE; a delete now removes the keys its document has, by
+        # their primary key, as an update already removes the ones it changed.
+        _drop_value_keys_foreign_key,
+        "DROP INDEX value_keys_by_resource",
     ),
 )
 
@@ -643,17 +684,32 @@ def _dump(doc: dict[str, Any]) -> str:
 
 
 def value_keys(rtype: ResourceType, doc: dict[str, Any]) -> set[tuple[str, str]]:
-    """(value_keys.attr, key) of every indexed value of a document: once per POST and twice per
-    PATCH or PUT, inside the write's transaction, so a loop over plain tuples that skips an
-    absent attribute (most of them, in most documents) without a call."""
+    """(value_keys.attr, key) of every indexed string value of a document, folded with
+    `fold_case` unless caseExact. A value of another type never matches a string comparison
+    (scimd/match.py), so it has no key. Runs once per POST and twice per PATCH or PUT, inside
+    the write's transaction, so it walks what the document holds, not every indexed attribute."""
     found: set[tuple[str, str]] = set()
-    for name, holder_id, attr_name, indexed in _KEY_SOURCES[rtype.name]:
+    for holder_id, plans in _KEY_PLANS[rtype.name]:
         holder = doc if holder_id is None else doc.get(holder_id)
-        value = holder.get(attr_name) if isinstance(holder, dict) else None
-        if value is not None:
-            for key in indexed.keys_of(value):
-                found.add((name, key))
+        if not isinstance(holder, dict):
+            continue
+        for attr_name, value in holder.items():
+            plan = plans.get(attr_name)
+            if plan is None:
+                continue
+            if plan.direct is not None:
+                _add_key(found, *plan.direct, value)
+            if plan.subs:
+                for element in value if plan.multi_valued and isinstance(value, list) else (value,):
+                    if isinstance(element, dict):
+                        for key, sub_name, case_exact in plan.subs:
+                            _add_key(found, key, case_exact, element.get(sub_name))
     return found
+
+
+def _add_key(found: set[tuple[str, str]], key: str, case_exact: bool, value: Any) -> None:
+    if isinstance(value, str):
+        found.add((key, value if case_exact else fold_case(value)))
 
 
 # Keys travel as one JSON array of [attr, key] pairs, read back with json_each.
@@ -749,11 +805,13 @@ class Tx(View):
         self.conn.execute("UPDATE resources SET version = version + 1, last_modified = ? WHERE id = ?", (stamp, row.id))
         return Row(row.id, row.type, row.doc, row.version + 1, row.created, stamp, row.secret)
 
-    def delete(self, rid: str) -> None:
-        """Memberships and value keys go with it (ON DELETE CASCADE), in the same transaction; the
-        groups it leaves and the members it had change too, so their versions move."""
-        self._touch_neighbours(rid)
-        self.conn.execute("DELETE FROM resources WHERE id = ?", (rid,))
+    def delete(self, rtype: ResourceType, row: Row) -> None:
+        """Memberships go with it (ON DELETE CASCADE) and its value keys are deleted by their
+        primary key, in the same transaction; the groups it leaves and the members it had change
+        too, so their versions move."""
+        self._touch_neighbours(row.id)
+        self._delete_keys(row.id, value_keys(rtype, row.doc))
+        self.conn.execute("DELETE FROM resources WHERE id = ?", (row.id,))
 
     def _touch_ids(self, ids: Sequence[str]) -> None:
         """A new version for resources whose computed attributes (groups, members) changed, so
@@ -780,10 +838,14 @@ class Tx(View):
         """Only the keys that changed: a PATCH of `title` deletes one row and inserts one instead
         of rewriting all twenty of a User, and writes fewer pages to the WAL it must fsync."""
         before, after = value_keys(rtype, old), value_keys(rtype, new)
-        if gone := before - after:
-            self.conn.execute(f"DELETE FROM value_keys WHERE (attr, key, resource_id) IN "
-                              f"(SELECT {_KEY_PAIR}, ? FROM json_each(?))", (rid, _dump_keys(gone)))
+        self._delete_keys(rid, before - after)
         self._insert_keys(rid, after - before)
+
+    def _delete_keys(self, rid: str, keys: set[tuple[str, str]]) -> None:
+        # By the primary key: value_keys has no index by resource (migration 5).
+        if keys:
+            self.conn.execute(f"DELETE FROM value_keys WHERE (attr, key, resource_id) IN "
+                              f"(SELECT {_KEY_PAIR}, ? FROM json_each(?))", (rid, _dump_keys(keys)))
 
     def _insert_keys(self, rid: str, keys: set[tuple[str, str]]) -> None:
         # One statement for all of them, not executemany: each SQLite step releases the GIL, and
@@ -848,8 +910,11 @@ def migrate(conn: sqlite3.Connection) -> None:
     for version in range(current, len(MIGRATIONS)):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in MIGRATIONS[version]:
-                conn.execute(statement)
+            for step in MIGRATIONS[version]:
+                if isinstance(step, str):
+                    conn.execute(step)
+                else:
+                    step(conn)
             conn.execute(f"PRAGMA user_version = {version + 1}")
         except BaseException:
             conn.execute("ROLLBACK")

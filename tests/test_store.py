@@ -219,17 +219,44 @@ def test_a_duplicate_insert_is_a_uniqueness_error_and_rolls_back(tmp_path: Path,
         store.close()
 
 
-def test_foreign_keys_cascade_members_and_value_keys(tmp_path: Path) -> None:
+def test_a_delete_takes_its_memberships_and_value_keys(tmp_path: Path) -> None:
     path = tmp_path / "scim.db"
     store = Store(path)
     with store.write() as tx:
-        tx.insert(USER_TYPE, "u-1", {"userName": "a", "emails": [{"value": "a@example.com"}]}, None)
+        row = tx.insert(USER_TYPE, "u-1", {"userName": "a", "title": "Cook", "emails": [{"value": "a@example.com"}]}, None)
         tx.insert(GROUP_TYPE, "g-1", {"displayName": "G"}, None)
         tx.add_members("g-1", ["u-1"])
+    with store.write() as tx:  # the keys a delete removes are those of the last write, not the first
+        row = tx.update(USER_TYPE, row, {"userName": "a", "title": "Chef", "emails": [{"value": "b@example.com"}]}, None)
+    assert {key for _, key, _ in dump(path, "value_keys")["value_keys"]} == {"chef", "b@example.com"}
     with store.write() as tx:
-        tx.delete("u-1")
+        tx.delete(USER_TYPE, row)
     store.close()
     assert dump(path, "members", "value_keys") == {"members": [], "value_keys": []}
+
+
+def test_value_keys_have_no_foreign_key_nor_index_by_resource(tmp_path: Path) -> None:
+    """Migration 5: a key costs one B-tree insert, not two plus a look-up of its resource."""
+    path = tmp_path / "scim.db"
+    create_v1_database(path)
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA foreign_key_list(value_keys)").fetchall() == []
+        assert [row[1] for row in conn.execute("PRAGMA index_list(value_keys)")] == ["sqlite_autoindex_value_keys_1"]
+        assert [len(conn.execute("PRAGMA foreign_key_list(members)").fetchall())] == [2]  # members keep theirs
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        conn.close()
+
+
+def test_the_foreign_key_migration_refuses_a_table_it_does_not_recognise(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "scim.db", isolation_level=None)
+    conn.execute("CREATE TABLE value_keys (attr TEXT, key TEXT, resource_id TEXT)")
+    with pytest.raises(StorageError, match="foreign key is not where"):
+        store_module._drop_value_keys_foreign_key(conn)
+    assert conn.execute("PRAGMA writable_schema").fetchone() == (0,)
+    conn.close()
 
 
 def test_a_closed_store_fails_its_health_round_trip(tmp_path: Path) -> None:
