@@ -294,6 +294,21 @@ def test_a_huge_array_of_valid_values_is_stored_whole(client: ScimClient) -> Non
     assert [r["id"] for r in found.json["Resources"]] == [created.json["id"]]
 
 
+def test_body_keys_are_remembered_only_when_short(client: ScimClient) -> None:
+    """Resolved body keys are cached (resource.resolve_key): the same key in any case maps to the
+    same attribute, and keys too long to be an attribute's name, which only a hostile client
+    sends, are resolved each time and never fill the cache."""
+    from scimd.resource import _resolve_key_cached
+    cached = _resolve_key_cached.cache_info().currsize
+    junk = {f"urn:ietf:params:scim:schemas:core:2.0:User:{'x' * 300}{i}": "v" for i in range(50)}
+    created = client.post("/scim/v2/Users", json={"userName": "long-keys", "TITLE": "Cook", **junk})
+    assert created.status_code == 201 and created.json["title"] == "Cook"
+    assert not any(key.startswith("x") for key in created.json)
+    assert _resolve_key_cached.cache_info().currsize <= cached + 2  # userName and TITLE at most
+    again = client.post("/scim/v2/Users", json={"username": "long-keys-2", "title": "Chef"})
+    assert again.json["userName"] == "long-keys-2" and again.json["title"] == "Chef"
+
+
 def test_a_single_object_for_a_multi_valued_attribute_is_read_as_one_element(client: ScimClient) -> None:
     """Documented leniency (resource.py): `members` or `emails` as one object, not an array, is
     that one element; what the object holds is still checked (see members-object-* in the corpus)."""
