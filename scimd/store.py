@@ -697,19 +697,16 @@ def value_keys(rtype: ResourceType, doc: dict[str, Any]) -> set[tuple[str, str]]
             plan = plans.get(attr_name)
             if plan is None:
                 continue
-            if plan.direct is not None:
-                _add_key(found, *plan.direct, value)
+            if plan.direct is not None and isinstance(value, str):
+                key, case_exact = plan.direct
+                found.add((key, value if case_exact else fold_case(value)))
             if plan.subs:
                 for element in value if plan.multi_valued and isinstance(value, list) else (value,):
                     if isinstance(element, dict):
                         for key, sub_name, case_exact in plan.subs:
-                            _add_key(found, key, case_exact, element.get(sub_name))
+                            if isinstance(sub_value := element.get(sub_name), str):
+                                found.add((key, sub_value if case_exact else fold_case(sub_value)))
     return found
-
-
-def _add_key(found: set[tuple[str, str]], key: str, case_exact: bool, value: Any) -> None:
-    if isinstance(value, str):
-        found.add((key, value if case_exact else fold_case(value)))
 
 
 # Keys travel as one JSON array of [attr, key] pairs, read back with json_each.
