@@ -836,9 +836,15 @@ def test_deleting_a_group_removes_it_from_users_and_parent_groups(client: ScimCl
 
 
 def test_deleting_a_user_leaves_no_membership_or_index_row(client: ScimClient, tmp_path: Path) -> None:
-    leaving = user(client, "leaving", emails=[{"value": "leaving@example.com"}])
+    leaving = user(client, "leaving", emails=[{"value": "leaving@example.com"}], title="Cook")
     group(client, "Team", leaving["id"])
-    client.delete(url(leaving))
+    # The keys a delete removes are those of the last write (value_keys has no index by resource).
+    changed = client.patch(url(leaving), json=patch_body({"op": "replace", "path": "title", "value": "Chef"}))
+    assert changed.status_code == 200
+    assert client.delete(url(leaving)).status_code == 204
+    for title in ("Cook", "Chef"):
+        found = client.get("/scim/v2/Users", query_string={"filter": f'title eq "{title}"'}).json
+        assert found["totalResults"] == 0
     leftovers = [query_db(tmp_path, f"SELECT count(*) FROM {table} WHERE {column} = ?", leaving["id"])[0]
                  for table, column in (("members", "member_id"), ("value_keys", "resource_id"), ("resources", "id"))]
     assert leftovers == [0, 0, 0]
