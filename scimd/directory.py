@@ -8,12 +8,12 @@ membership changes commit together or not at all.
 from __future__ import annotations
 
 import functools
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from scimd import cursor, errors, passwords, trace
+from scimd.ids import new_id
 from scimd.discovery import CURSOR_TIMEOUT_SECONDS
 from scimd.filter import FilterError, to_text
 from scimd.patch import MemberChanges, apply_patch, parse_patch_request
@@ -134,7 +134,7 @@ class Directory:
     def create(self, rtype: ResourceType, body: Any, projection: Projection | None, tx: Tx | None = None) -> Outcome:
         draft = _with_defaults(rtype, parse_resource(rtype, body))
         secret = passwords.hash_password(draft.password) if draft.password else None
-        rid = str(uuid.uuid4())  # before the write lock: reading the OS's randomness is a system call
+        rid = new_id()  # before the write lock
         with self._writing(tx) as tx:
             row = tx.insert(rtype, rid, draft.doc, secret)
             if rtype is GROUP_TYPE and draft.members:

@@ -10,6 +10,7 @@ import json
 import re
 import sqlite3
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -83,11 +84,23 @@ def group_ids(resource: dict[str, Any]) -> list[str]:
 
 
 @pytest.mark.parametrize("rtype", ["User", "Group"])
+def test_ids_sort_in_creation_order_with_a_random_tail(client: ScimClient, rtype: str) -> None:
+    """UUIDv7 ids (RFC 9562 §5.7) keep what is created together together in the indexes."""
+    ids = []
+    for n in range(3):
+        ids.append(client.post(ENDPOINTS[rtype], json=minimal(rtype, f"ordered{n}")).json["id"])
+        time.sleep(0.002)  # the next one in a later millisecond: within one, the order is random
+    assert ids == sorted(ids)
+    assert abs((uuid.UUID(ids[0]).int >> 80) - time.time() * 1000) < 60_000  # its 48-bit timestamp
+    assert len({rid[15:] for rid in ids}) == 3  # past the timestamp: random
+
+
+@pytest.mark.parametrize("rtype", ["User", "Group"])
 def test_create_answers_201_with_location_etag_and_meta(client: ScimClient, rtype: str) -> None:
     response = client.post(ENDPOINTS[rtype], json=minimal(rtype, "first"))
     assert response.status_code == 201
     body = response.json
-    assert uuid.UUID(body["id"]).version == 4
+    assert uuid.UUID(body["id"]).version == 7  # time-ordered (scimd/ids.py)
     meta = body["meta"]
     assert meta["resourceType"] == rtype
     assert meta["location"] == f"{BASE}{ENDPOINTS[rtype]}/{body['id']}" == response.headers["Location"]
