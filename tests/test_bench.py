@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,14 @@ def test_quick_benchmark_writes_results(tmp_path: Path) -> None:
         assert row["scimd"]["errors"] == 0, row
         assert row["ratio"] is not None
     assert results["seed"]["counts"]["users"] >= 2000
+    # The run wrote to a copy: the seeded directory holds what the report says, for the next --reuse.
+    seeded = sqlite3.connect(tmp_path / "work" / "data" / "scim.db")
+    try:
+        users = seeded.execute("SELECT count(*) FROM resources WHERE type = 'User'").fetchone()[0]
+    finally:
+        seeded.close()
+    assert users == results["seed"]["counts"]["users"]
+    assert results["db_bytes_after"] > 0 and not (tmp_path / "work" / "run").exists()
     assert results["startup"]["median_s"] > 0 and results["rss"]["rest_kb"] > 0
     assert results["bulk"]["scimd"]["statuses"] == [201]
     assert {"get_user", "post_user", "cpu"} <= set(results["looking_glass"])
