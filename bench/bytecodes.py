@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from bench import ops, report
+from bench import ops, procs, report
 from bench.inproc import wsgi_environ
 from bench.seed import Manifest, existing_or_seeded
 from scimd.app import create_app
@@ -92,8 +92,8 @@ def _call(app: Callable[..., Any], environ: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bytecodes", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", help="a seeded data directory (python -m bench --reuse keeps one; this "
-                                       "adds users to it); default: seed --users into a temporary one")
+    parser.add_argument("--data", help="a seeded data directory (python -m bench --reuse keeps one; counted "
+                                       "on a copy); default: seed --users into a temporary one")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--ops", default=",".join(OPERATIONS), help="comma-separated operations")
     parser.add_argument("--measured", type=int, default=50, help="requests counted per operation and mode")
@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="scimd-bytecodes-") as scratch:
         data, manifest = existing_or_seeded(args.data, Path(scratch), args.users)
+        if args.data:  # counted on a copy: its POSTs must not grow the seeded directory
+            procs.copy_database(data, Path(scratch) / "copy")
+            data = Path(scratch) / "copy"
         counts = count(data, manifest, args.ops.split(","), args.measured)
     print(f"Python bytecodes per request, {manifest.users:,} seeded users, {args.measured} requests each:\n")
     print(report.capture_table(counts))

@@ -17,6 +17,14 @@ OPERATIONS = {"get_user", "filter_username", "filter_email", "group_by_name", "p
               "patch_big_group", "patch_small_group"}
 
 
+def _users_in(data_dir: Path) -> int:
+    conn = sqlite3.connect(data_dir / "scim.db")
+    try:
+        return int(conn.execute("SELECT count(*) FROM resources WHERE type = 'User'").fetchone()[0])
+    finally:
+        conn.close()
+
+
 @pytest.mark.slow
 def test_quick_benchmark_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "results"
@@ -39,12 +47,7 @@ def test_quick_benchmark_writes_results(tmp_path: Path) -> None:
         assert row["ratio"] is not None
     assert results["seed"]["counts"]["users"] >= 2000
     # The run wrote to a copy: the seeded directory holds what the report says, for the next --reuse.
-    seeded = sqlite3.connect(tmp_path / "work" / "data" / "scim.db")
-    try:
-        users = seeded.execute("SELECT count(*) FROM resources WHERE type = 'User'").fetchone()[0]
-    finally:
-        seeded.close()
-    assert users == results["seed"]["counts"]["users"]
+    assert _users_in(tmp_path / "work" / "data") == results["seed"]["counts"]["users"]
     assert results["db_bytes_after"] > 0 and not (tmp_path / "work" / "run").exists()
     assert results["startup"]["median_s"] > 0 and results["rss"]["rest_kb"] > 0
     assert results["bulk"]["scimd"]["statuses"] == [201]
@@ -100,6 +103,19 @@ def test_bytecode_counts_cover_each_operation_and_what_capture_adds(tmp_path: Pa
     for name, by_mode in counts.items():
         assert 0 < by_mode["off"] < by_mode["on"], name  # recording an exchange is never free
         assert f"| {name} | {by_mode['off']:,.0f} |" in proc.stdout
+
+
+def test_bytecode_counts_leave_a_seeded_directory_as_it_was(tmp_path: Path) -> None:
+    from bench.seed import seed
+
+    manifest = seed(tmp_path / "data", 300, log=lambda *_: None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.bytecodes", "--data", str(tmp_path / "data"), "--ops", "post_user",
+         "--measured", "5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "| post_user |" in proc.stdout
+    assert _users_in(tmp_path / "data") == manifest.counts["users"]  # its POSTs went to a copy
 
 
 @pytest.mark.slow
