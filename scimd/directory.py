@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from scimd import cursor, errors, passwords, trace
-from scimd.ids import new_id
 from scimd.discovery import CURSOR_TIMEOUT_SECONDS
 from scimd.filter import FilterError, to_text
+from scimd.ids import new_id
 from scimd.patch import MemberChanges, apply_patch, parse_patch_request
 from scimd.resource import Draft, Projection, keeps, location, parse_projection, parse_resource, project, render
 from scimd.schema import ENTERPRISE_URN, GROUP_TYPE, LIST_RESPONSE_URN, RESOURCE_TYPES, USER_TYPE, ResourceType
