@@ -5,7 +5,8 @@ reassigned. Ids that grow with time keep the index entries of resources created 
 same B-tree pages. With random (version 4) ids each POST put its entries in the two id indexes,
 and each value key it shares with other users (department, title, organization...), on a page
 of its own, and every page a commit changes goes whole into the WAL and its fsync: POST /Users
-at 16 connections went +26.1% +- 6.4% with these ids (docs/benchmarks.md, "Session 8").
+at 16 connections went +26.1% +- 6.4% with these ids, +17.7% +- 7.2% with names that differ in
+every POST (docs/benchmarks.md, "Session 8").
 
 The 74 random bits keep ids unguessable; the timestamp tells no more than `meta.created` does.
 """
