@@ -23,7 +23,7 @@ from scimd.schema import (
     ResourceType, Schema, fold_case,
 )
 from scimd.store import (
-    INDEXED_ATTRIBUTES, NAME_KEY_ATTRIBUTES, NOTHING_RELATED, ROW_COLUMNS, IndexedAttribute, Related, Row, rows_from,
+    INDEXED_ATTRIBUTES, NAME_KEY_ATTRIBUTES, NOTHING_RELATED, IndexedAttribute, Related, Row, row_columns, rows_and_keys,
 )
 
 _COMPARISONS = {"eq": "=", "ne": "<>", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}
@@ -380,7 +380,7 @@ def find(conn: sqlite3.Connection, rtypes: list[ResourceType], node: Node | None
         marks = ", ".join("?" * len(after))
         page_where += f" AND ({', '.join(key_exprs)}) {'<' if descending else '>'} ({marks})"
         page_params += list(after)
-    sql = (f"SELECT {ROW_COLUMNS}, {related.columns()}, {', '.join(key_exprs)} FROM resources AS r WHERE {page_where} "
+    sql = (f"SELECT {row_columns(related, key_exprs)} FROM resources AS r WHERE {page_where} "
            f"ORDER BY {order} LIMIT ? OFFSET ?")
     if trace.active():
         trace.note("query", sql=sql, params=page_params + [limit, offset])
@@ -391,9 +391,8 @@ def find(conn: sqlite3.Connection, rtypes: list[ResourceType], node: Node | None
         total = None
     else:
         total = conn.execute(f"SELECT count(*) FROM resources AS r WHERE {where}", params).fetchone()[0]
-    width = len(key_exprs)
-    rows = rows_from(record[:-width] for record in records)
-    return Page(rows, total, [tuple(record[-width:]) for record in records])
+    rows, keys = rows_and_keys(records)
+    return Page(rows, total, keys)
 
 
 def _where(rtypes: list[ResourceType], node: Node | None) -> tuple[str, list[Any]]:

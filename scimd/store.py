@@ -318,15 +318,32 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _row(record: Sequence[Any]) -> Row:
-    rid, rtype, doc, version, created, modified, secret, edges, manager_display = record
-    return Row(rid, rtype, orjson.loads(doc), version, created, modified, secret, _edges(edges), manager_display)
+    """A Row from the two columns `row_columns` selects (and no sort keys)."""
+    return _row_and_keys(record)[0]
+
+
+def _row_and_keys(record: Sequence[Any]) -> tuple[Row, tuple[Any, ...]]:
+    fields, doc, edges = record
+    rid, rtype, version, created, modified, secret, manager_display, *keys = orjson.loads(fields)
+    return (Row(rid, rtype, orjson.loads(doc), version, created, modified, secret, _edges(edges), manager_display),
+            tuple(keys))
 
 
 def _edges(array: str | None) -> list[MemberRef] | None:
     return None if array is None else [MemberRef(*edge) for edge in orjson.loads(array)]
 
 
-ROW_COLUMNS = "r.id, r.type, r.doc, r.version, r.created, r.last_modified, r.secret"
+def row_columns(related: Related, keys: Sequence[str] = ()) -> str:
+    """What a row query selects: the row's small fields, its manager's name and any sort `keys`
+    as one JSON array, then its document, then its groups or members. CPython's sqlite3 module
+    releases the GIL for each column of each row it fetches, and under load each release is a
+    hand-off: a column per value made a GET's row 10 of them, these three make 4
+    (docs/benchmarks.md, "Session 8"). The document and the edges stay columns of their own:
+    inside the array SQLite would parse and write each of them again."""
+    edges, manager = _related_sql(related)
+    extra = "".join(f", {key}" for key in keys)
+    return (f"json_array(r.id, r.type, r.version, r.created, r.last_modified, r.secret, {manager}{extra}), r.doc, "
+            f"{edges}")
 
 # A User's groups and a Group's members, as one JSON array of [id, type, display] per row, in id
 # order (the index order of members' primary key and of members_by_member).
@@ -354,14 +371,15 @@ class Related:
     manager: bool = False
 
     def columns(self) -> str:
-        """The two related columns every row query ends with (NULL when not asked for)."""
-        return _related_columns(self)
+        """The edges and the manager's name as two columns (NULL when not asked for)."""
+        return ", ".join(_related_sql(self))
 
 
 @functools.lru_cache(maxsize=16)  # at most 2 edge types x manager or not: 8 distinct values
-def _related_columns(related: Related) -> str:
+def _related_sql(related: Related) -> tuple[str, str]:
+    """(edges, manager's name) as SQL expressions over `r`."""
     edges = [f"WHEN '{name}' THEN {_EDGES_SQL[name]}" for name in sorted(related.edges)]
-    return (f"CASE r.type {' '.join(edges)} END" if edges else "NULL") + ", " + (_MANAGER_SQL if related.manager else "NULL")
+    return (f"CASE r.type {' '.join(edges)} END" if edges else "NULL"), (_MANAGER_SQL if related.manager else "NULL")
 
 
 NOTHING_RELATED = Related()
@@ -659,13 +677,15 @@ def count_resources(conn: sqlite3.Connection) -> dict[str, int]:
 
 
 def get_row(conn: sqlite3.Connection, rtype: ResourceType, rid: str, related: Related = NOTHING_RELATED) -> Row | None:
-    record = conn.execute(f"SELECT {ROW_COLUMNS}, {related.columns()} FROM resources AS r WHERE r.id = ? AND r.type = ?",
+    record = conn.execute(f"SELECT {row_columns(related)} FROM resources AS r WHERE r.id = ? AND r.type = ?",
                           (rid, rtype.name)).fetchone()
     return _row(record) if record else None
 
 
-def rows_from(cursor: Iterable[Sequence[Any]]) -> list[Row]:
-    return [_row(record) for record in cursor]
+def rows_and_keys(records: Iterable[Sequence[Any]]) -> tuple[list[Row], list[tuple[Any, ...]]]:
+    """Rows selected with `row_columns(related, keys)`, and each row's sort keys."""
+    pairs = [_row_and_keys(record) for record in records]
+    return [row for row, _ in pairs], [keys for _, keys in pairs]
 
 
 _DERIVED_COLUMNS = ("name_key", "external_id", "display")

@@ -15,7 +15,7 @@ import pytest
 
 from scimd import errors
 from scimd import store as store_module
-from scimd.schema import GROUP_TYPE, USER_TYPE, fold_case
+from scimd.schema import ENTERPRISE_URN, GROUP_TYPE, USER_TYPE, fold_case
 from scimd.store import MIGRATIONS, StorageError, Store
 from tests.conftest import ScimClient, assert_scim_error, make_app
 
@@ -304,6 +304,32 @@ def test_every_update_keeps_the_derived_columns_exact(tmp_path: Path) -> None:
             assert stored == store_module._columns(USER_TYPE, row.doc), (method, body)
             found = client.get("/scim/v2/Users", query_string={"filter": f'userName eq "{row.doc["userName"]}"'})
             assert [r["id"] for r in found.json["Resources"]] == [rid]
+    finally:
+        store.close()
+
+
+def test_a_row_is_fetched_as_three_columns_with_its_sort_keys(tmp_path: Path) -> None:
+    """CPython's sqlite3 releases the GIL once per column of each row fetched: a row's small
+    fields, its manager's name and its sort keys travel as one JSON array, beside its document
+    and its edges (docs/benchmarks.md, "Session 8"); the keys come back as SQLite gave them."""
+    store = Store(tmp_path / "scim.db")
+    try:
+        with store.write() as tx:
+            tx.insert(USER_TYPE, "boss", {"userName": "boss", "displayName": "The Boss"}, None)
+            tx.insert(USER_TYPE, "u-1", {"userName": "one", "title": "Ch\u00e9f \"1\"",
+                                         ENTERPRISE_URN: {"manager": {"value": "boss"}}}, "hash")
+            tx.insert(GROUP_TYPE, "g-1", {"displayName": "Staff"}, None)
+            tx.add_members("g-1", ["u-1"])
+        related = store_module.Related(edges=frozenset({"User"}), manager=True)
+        cursor = store.reader().execute(
+            f"SELECT {store_module.row_columns(related, ['r.id', 'r.version', 'NULL'])} FROM resources AS r "
+            "WHERE r.id = 'u-1'")
+        assert len(cursor.description) == 3
+        (row,), keys = store_module.rows_and_keys(cursor)
+        assert keys == [("u-1", 2, None)]  # the version moved with the membership
+        assert (row.id, row.type, row.version, row.secret, row.manager_display) == ("u-1", "User", 2, "hash", "The Boss")
+        assert row.doc["title"] == 'Ch\u00e9f "1"' and row.created <= row.last_modified
+        assert [(edge.id, edge.display) for edge in row.edges or []] == [("g-1", "Staff")]
     finally:
         store.close()
 
