@@ -318,7 +318,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _row(record: Sequence[Any]) -> Row:
-    """A Row from the two columns `row_columns` selects (and no sort keys)."""
+    """A Row from the three columns `row_columns` selects (and no sort keys)."""
     return _row_and_keys(record)[0]
 
 
@@ -339,11 +339,13 @@ def row_columns(related: Related, keys: Sequence[str] = ()) -> str:
     releases the GIL for each column of each row it fetches, and under load each release is a
     hand-off: a column per value made a GET's row 10 of them, these three make 4
     (docs/benchmarks.md, "Session 8"). The document and the edges stay columns of their own:
-    inside the array SQLite would parse and write each of them again."""
+    inside the array SQLite would parse and write each of them again. Sort keys are strings,
+    integers or NULL (no attribute of these schemas is decimal), which JSON carries exactly."""
     edges, manager = _related_sql(related)
     extra = "".join(f", {key}" for key in keys)
     return (f"json_array(r.id, r.type, r.version, r.created, r.last_modified, r.secret, {manager}{extra}), r.doc, "
             f"{edges}")
+
 
 # A User's groups and a Group's members, as one JSON array of [id, type, display] per row, in id
 # order (the index order of members' primary key and of members_by_member).
