@@ -16,8 +16,8 @@ from typing import Any, Iterable, NamedTuple
 
 from scimd import errors, trace
 from scimd.schema import (
-    BINARY, BOOLEAN, COMMON, COMPLEX, DATETIME, DECIMAL, ENTERPRISE_URN, GROUP_TYPE, INTEGER, USER_TYPE, Attribute,
-    ResourceType, GROUP_URN, USER_URN, Schema, parse_datetime, split_urn,
+    BINARY, BOOLEAN, COMMON, COMPLEX, DATETIME, DECIMAL, ENTERPRISE_URN, GROUP_TYPE, INTEGER, RESOURCE_TYPES, USER_TYPE,
+    Attribute, ResourceType, GROUP_URN, USER_URN, Schema, parse_datetime, split_urn,
 )
 from scimd.store import MemberRef, Row
 
@@ -177,11 +177,11 @@ def resolve_key(rtype: ResourceType, key: str) -> tuple[Schema, Attribute | None
     return _resolve_key_cached(rtype.name, key)
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=1024)  # by the type's name: hashing a ResourceType hashes all its schemas
 def _resolve_key_cached(rtype_name: str, key: str) -> tuple[Schema, Attribute | None, str | None] | None:
     """Cached: an IdP sends the same dozen keys in every body, and resolving one (URN split,
     schema and attribute look-ups) was ~10% of a POST's Python work."""
-    return _resolve_key(GROUP_TYPE if rtype_name == GROUP_TYPE.name else USER_TYPE, key)
+    return _resolve_key(RESOURCE_TYPES[rtype_name.lower()], key)
 
 
 def _resolve_key(rtype: ResourceType, key: str) -> tuple[Schema, Attribute | None, str | None] | None:
